@@ -1,0 +1,46 @@
+//! The `hw-agent` command line.
+
+use std::process::ExitCode;
+
+use clap::Parser as _;
+use hw_agent::cli::{Cli, Command, EXIT_CONFIG};
+use hw_agent::commands::{self, CommandError};
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    let filter = match tracing_subscriber::EnvFilter::try_new(&cli.log) {
+        Ok(filter) => filter,
+        Err(error) => {
+            eprintln!("error: invalid --log filter `{}`: {error}; use a RUST_LOG filter such as `info`", cli.log);
+            return ExitCode::from(EXIT_CONFIG);
+        }
+    };
+    tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr).init();
+
+    let runtime = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
+        Ok(runtime) => runtime,
+        Err(error) => {
+            eprintln!("error: failed to start the async runtime: {error}");
+            return ExitCode::FAILURE;
+        }
+    };
+    let result = runtime.block_on(async {
+        match cli.command {
+            Command::Collect(command) => commands::collect(command).await,
+            Command::Register(command) => commands::register(command).await,
+            Command::Demo(command) => commands::demo(command).await,
+        }
+    });
+
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(CommandError::Config(error)) => {
+            eprintln!("error: {error}");
+            ExitCode::from(EXIT_CONFIG)
+        }
+        Err(CommandError::Failed(error)) => {
+            eprintln!("error: {error:#}");
+            ExitCode::FAILURE
+        }
+    }
+}

@@ -1,0 +1,90 @@
+//! Resource limits of one guest store. A limit hit becomes an error that
+//! aborts the guest, so the host can report `limit_exceeded` with the
+//! resource and amount instead of a generic trap.
+
+use std::fmt;
+
+/// Bounds applied to every collector run.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct GuestLimits {
+    /// Maximum size of each linear memory, in bytes.
+    pub memory_bytes: usize,
+    /// Maximum number of elements in each table.
+    pub table_elements: usize,
+    /// CPU-time budget of one call into the guest, in milliseconds. Enforced
+    /// through epoch interruption, so it is exact to one epoch tick.
+    pub deadline_ms: u64,
+    /// Maximum size of a collector's answer, as serialised JSON, in bytes.
+    pub output_bytes: usize,
+}
+
+impl Default for GuestLimits {
+    fn default() -> Self {
+        Self { memory_bytes: 64 << 20, table_elements: 20_000, deadline_ms: 2_000, output_bytes: 4 << 20 }
+    }
+}
+
+/// The error a limiter raises inside the guest; found again in the trap's
+/// error chain to classify the outcome.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct LimitExceeded {
+    pub resource: &'static str,
+    pub requested: usize,
+    pub limit: usize,
+}
+
+impl fmt::Display for LimitExceeded {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{} limit exceeded: requested {}, limit {}", self.resource, self.requested, self.limit)
+    }
+}
+
+impl std::error::Error for LimitExceeded {}
+
+/// A `wasmtime::ResourceLimiter` that fails the growth with [`LimitExceeded`]
+/// rather than returning -1 to the guest. Rust guests abort on a failed
+/// allocation anyway, and the error keeps the reason.
+#[derive(Debug)]
+pub struct GuestLimiter {
+    limits: GuestLimits,
+}
+
+impl GuestLimiter {
+    pub fn new(limits: GuestLimits) -> Self {
+        Self { limits }
+    }
+}
+
+impl wasmtime::ResourceLimiter for GuestLimiter {
+    fn memory_growing(&mut self, _current: usize, desired: usize, _maximum: Option<usize>) -> wasmtime::Result<bool> {
+        if desired > self.limits.memory_bytes {
+            return Err(
+                LimitExceeded { resource: "memory", requested: desired, limit: self.limits.memory_bytes }.into()
+            );
+        }
+        Ok(true)
+    }
+
+    fn table_growing(&mut self, _current: usize, desired: usize, _maximum: Option<usize>) -> wasmtime::Result<bool> {
+        if desired > self.limits.table_elements {
+            return Err(
+                LimitExceeded { resource: "table", requested: desired, limit: self.limits.table_elements }.into()
+            );
+        }
+        Ok(true)
+    }
+
+    fn instances(&self) -> usize {
+        // A component instantiates a handful of core modules (its own code,
+        // the WASI adapter, shims).
+        64
+    }
+
+    fn tables(&self) -> usize {
+        64
+    }
+
+    fn memories(&self) -> usize {
+        16
+    }
+}
