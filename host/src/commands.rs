@@ -133,8 +133,8 @@ async fn run_demo(
     let admin = AiodClient::connect(settings("platform-admin", admin_secret)).await?;
     admin.create_platform(DEMO_PLATFORM).await?;
 
-    let (first, report) = register_node(collect.clone(), settings("hw-agent-demo", agent_secret.clone()), None).await?;
-    let (second, _) = register_node(collect, settings("hw-agent-demo", agent_secret.clone()), None).await?;
+    let (first, _) = register_node(collect.clone(), settings("hw-agent-demo", agent_secret.clone()), None).await?;
+    let (second, report) = register_node(collect, settings("hw-agent-demo", agent_secret.clone()), None).await?;
     anyhow::ensure!(
         first.identifier == second.identifier && !second.created,
         "the second registration created {} instead of updating {}",
@@ -148,7 +148,7 @@ async fn run_demo(
         .as_str()
         .context("the asset read back has no description.plain")
         .and_then(|plain| serde_json::from_str(plain).context("description.plain is not a node report"))?;
-    anyhow::ensure!(stored.collectors == report.collectors, "the asset read back does not carry the collected report");
+    anyhow::ensure!(stored == report, "the asset read back does not carry the latest report");
 
     println!(
         "Registered this machine on an embedded AIoD mock at {} (TLS, CA {}).",

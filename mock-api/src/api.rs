@@ -40,7 +40,7 @@ pub fn routes(state: Arc<State>) -> impl Filter<Extract = (Reply,), Error = std:
         .and(warp::path::full())
         .and(warp::query::raw().or(warp::any().map(String::new)).unify())
         .and(warp::header::headers_cloned())
-        .and(warp::body::content_length_limit(MAX_BODY_BYTES).and(warp::body::bytes()))
+        .and(limited_body())
         .and(state)
         .map(|method: Method, path: warp::path::FullPath, query: String, headers: HeaderMap, body: Bytes, state: Arc<State>| {
             let request = Request { method, path: path.as_str().to_owned(), query, headers, body };
@@ -49,7 +49,7 @@ pub fn routes(state: Arc<State>) -> impl Filter<Extract = (Reply,), Error = std:
             response
         })
         .recover(|rejection: warp::Rejection| async move {
-            let response = if rejection.find::<warp::reject::PayloadTooLarge>().is_some() {
+            let response = if rejection.find::<BodyTooLarge>().is_some() {
                 detail(StatusCode::PAYLOAD_TOO_LARGE, &format!("Request body larger than {MAX_BODY_BYTES} bytes."))
             } else {
                 detail(StatusCode::BAD_REQUEST, "Malformed request.")
@@ -57,6 +57,43 @@ pub fn routes(state: Arc<State>) -> impl Filter<Extract = (Reply,), Error = std:
             Ok::<_, std::convert::Infallible>(response)
         })
         .unify()
+}
+
+/// Marks a request whose body exceeds [`MAX_BODY_BYTES`].
+#[derive(Debug)]
+struct BodyTooLarge;
+
+impl warp::reject::Reject for BodyTooLarge {}
+
+/// Reads the body, rejecting it once it passes the limit. Unlike warp's
+/// `content_length_limit`, this accepts requests without `Content-Length`
+/// (every GET) and still bounds chunked bodies.
+fn limited_body() -> impl Filter<Extract = (Bytes,), Error = warp::Rejection> + Clone {
+    warp::body::stream().and_then(read_limited)
+}
+
+async fn read_limited<S, B>(stream: S) -> Result<Bytes, warp::Rejection>
+where
+    S: futures_util::Stream<Item = Result<B, warp::Error>>,
+    B: bytes::Buf,
+{
+    use futures_util::StreamExt as _;
+
+    let mut stream = std::pin::pin!(stream);
+    let mut body = Vec::new();
+    while let Some(chunk) = stream.next().await {
+        let mut chunk = chunk.map_err(|_| warp::reject::reject())?;
+        if body.len() as u64 + chunk.remaining() as u64 > MAX_BODY_BYTES {
+            return Err(warp::reject::custom(BodyTooLarge));
+        }
+        while chunk.has_remaining() {
+            let piece = chunk.chunk();
+            body.extend_from_slice(piece);
+            let consumed = piece.len();
+            chunk.advance(consumed);
+        }
+    }
+    Ok(Bytes::from(body))
 }
 
 struct Request {
@@ -139,11 +176,28 @@ fn json_response(status: StatusCode, body: &Value) -> Reply {
         .unwrap_or_default()
 }
 
+/// An error answer in the making; small, so helpers can return it in a `Result`.
+#[derive(Debug)]
+struct ApiError {
+    status: StatusCode,
+    body: Value,
+}
+
+impl From<ApiError> for Reply {
+    fn from(error: ApiError) -> Reply {
+        json_response(error.status, &error.body)
+    }
+}
+
 /// An `HTTPException` answer: `{"detail", "reference"}`, as the real
 /// server's custom handler renders it.
-fn detail(status: StatusCode, message: &str) -> Reply {
+fn detail_error(status: StatusCode, message: &str) -> ApiError {
     let reference = uuid::Uuid::new_v4().simple().to_string();
-    json_response(status, &json!({"detail": message, "reference": reference}))
+    ApiError { status, body: json!({"detail": message, "reference": reference}) }
+}
+
+fn detail(status: StatusCode, message: &str) -> Reply {
+    detail_error(status, message).into()
 }
 
 fn validation_errors(errors: &[FieldError]) -> Reply {
@@ -170,20 +224,20 @@ fn optional_caller(state: &State, request: &Request) -> Option<Caller> {
     state.realm.lock().ok()?.introspect(token)
 }
 
-fn parse_body(request: &Request) -> Result<Value, Reply> {
+fn parse_body(request: &Request) -> Result<Value, ApiError> {
     serde_json::from_slice(&request.body).map_err(|error| {
         // FastAPI reports the character offset of the JSON error.
         let offset = byte_offset(&request.body, error.line(), error.column());
-        json_response(
-            StatusCode::UNPROCESSABLE_ENTITY,
-            &json!({"detail": [{
+        ApiError {
+            status: StatusCode::UNPROCESSABLE_ENTITY,
+            body: json!({"detail": [{
                 "type": "json_invalid",
                 "loc": ["body", offset],
                 "msg": "JSON decode error",
                 "input": {},
                 "ctx": {"error": "Expecting value"},
             }]}),
-        )
+        }
     })
 }
 
@@ -235,11 +289,11 @@ fn token(state: &State, request: &Request) -> Reply {
 }
 
 /// Checks an identifier's prefix before any lookup, as the real server does.
-fn check_identifier(identifier: &str) -> Result<(), Reply> {
+fn check_identifier(identifier: &str) -> Result<(), ApiError> {
     if identifier.starts_with("comp") {
         return Ok(());
     }
-    Err(detail(
+    Err(detail_error(
         StatusCode::UNPROCESSABLE_ENTITY,
         &format!(
             "'{identifier}' is not a valid computational_asset identifier, valid computational_asset identifiers start with 'comp'."
@@ -248,8 +302,8 @@ fn check_identifier(identifier: &str) -> Result<(), Reply> {
 }
 
 fn get_asset(state: &State, request: &Request, identifier: &str) -> Reply {
-    if let Err(reply) = check_identifier(identifier) {
-        return reply;
+    if let Err(error) = check_identifier(identifier) {
+        return error.into();
     }
     let caller = optional_caller(state, request);
     let Ok(catalogue) = state.catalogue.lock() else {
@@ -370,7 +424,7 @@ fn check_platform_fields(
     catalogue: &Catalogue,
     caller: &Caller,
     fields: &serde_json::Map<String, Value>,
-) -> Result<bool, Reply> {
+) -> Result<bool, ApiError> {
     let platform = fields.get("platform").and_then(Value::as_str);
     let resource_identifier = fields.get("platform_resource_identifier").and_then(Value::as_str);
     let is_connector = caller.connector_platforms().next().is_some();
@@ -378,17 +432,18 @@ fn check_platform_fields(
     match (platform, resource_identifier) {
         (None, None) => Ok(false),
         _ if !is_connector => {
-            Err(detail(StatusCode::FORBIDDEN, "No permission to set platform or platform resource identifier."))
+            Err(detail_error(StatusCode::FORBIDDEN, "No permission to set platform or platform resource identifier."))
         }
-        (None, Some(_)) => Err(detail(
+        (None, Some(_)) => Err(detail_error(
             StatusCode::BAD_REQUEST,
             "If platform is NULL, platform_resource_identifier should also be NULL, and vice versa.",
         )),
-        (Some(platform), _) if !caller.is_connector_for(platform) => {
-            Err(detail(StatusCode::FORBIDDEN, &format!("No permission to upload assets for {platform} platform.")))
-        }
-        (Some(_), None) => Err(detail(StatusCode::FORBIDDEN, "Platform resource identifier may not be none.")),
-        (Some(platform), Some(_)) if !catalogue.platform_exists(platform) => Err(detail(
+        (Some(platform), _) if !caller.is_connector_for(platform) => Err(detail_error(
+            StatusCode::FORBIDDEN,
+            &format!("No permission to upload assets for {platform} platform."),
+        )),
+        (Some(_), None) => Err(detail_error(StatusCode::FORBIDDEN, "Platform resource identifier may not be none.")),
+        (Some(platform), Some(_)) if !catalogue.platform_exists(platform) => Err(detail_error(
             StatusCode::PRECONDITION_FAILED,
             &format!("Platform {platform} does not exist. You can register it using the POST platforms endpoint."),
         )),
@@ -408,7 +463,7 @@ fn conflict(identifier: &str) -> Reply {
 fn post_asset(state: &State, request: &Request, caller: &Caller) -> Reply {
     let body = match parse_body(request) {
         Ok(body) => body,
-        Err(reply) => return reply,
+        Err(error) => return error.into(),
     };
     let mut fields = match validate_create(&body) {
         Ok(fields) => fields,
@@ -420,7 +475,7 @@ fn post_asset(state: &State, request: &Request, caller: &Caller) -> Reply {
     };
     let as_connector = match check_platform_fields(&catalogue, caller, &fields) {
         Ok(as_connector) => as_connector,
-        Err(reply) => return reply,
+        Err(error) => return error.into(),
     };
     let identifier = catalogue.new_identifier();
     if as_connector {
@@ -451,12 +506,12 @@ fn post_asset(state: &State, request: &Request, caller: &Caller) -> Reply {
 }
 
 fn put_asset(state: &State, request: &Request, caller: &Caller, identifier: &str) -> Reply {
-    if let Err(reply) = check_identifier(identifier) {
-        return reply;
+    if let Err(error) = check_identifier(identifier) {
+        return error.into();
     }
     let body = match parse_body(request) {
         Ok(body) => body,
-        Err(reply) => return reply,
+        Err(error) => return error.into(),
     };
     let mut fields = match validate_create(&body) {
         Ok(fields) => fields,
@@ -514,7 +569,7 @@ fn post_platform(state: &State, request: &Request, caller: &Caller) -> Reply {
     }
     let body = match parse_body(request) {
         Ok(body) => body,
-        Err(reply) => return reply,
+        Err(error) => return error.into(),
     };
     let name = match body.get("name") {
         Some(Value::String(name)) if name.chars().count() <= 64 && !name.is_empty() => name.clone(),

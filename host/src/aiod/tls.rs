@@ -48,14 +48,12 @@ pub fn certificate_error(error: &reqwest::Error) -> Option<String> {
         if let Some(rustls::Error::InvalidCertificate(reason)) = cause.downcast_ref::<rustls::Error>() {
             return Some(format!("{reason:?}"));
         }
-        // io::Error hides its payload from `source()`; look inside it too.
-        if let Some(io) = cause.downcast_ref::<std::io::Error>()
-            && let Some(rustls::Error::InvalidCertificate(reason)) =
-                io.get_ref().and_then(|inner| inner.downcast_ref::<rustls::Error>())
-        {
-            return Some(format!("{reason:?}"));
-        }
-        current = cause.source();
+        // io::Error's `source()` skips its payload, and the connector nests
+        // io::Errors, so step into the payload explicitly.
+        current = match cause.downcast_ref::<std::io::Error>().and_then(|io| io.get_ref()) {
+            Some(payload) => Some(payload),
+            None => cause.source(),
+        };
     }
     None
 }

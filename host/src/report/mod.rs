@@ -155,10 +155,15 @@ fn absorb(
     for (key, value) in partial.attributes {
         if let Err(reason) = validate_attribute_key(&key) {
             outcome.warnings.push(format!("attribute `{key}` dropped: {reason}"));
-        } else if attributes.contains_key(&key) {
-            outcome.warnings.push(format!("attribute `{key}` already set by another collector; ignored"));
-        } else {
-            attributes.insert(key, value);
+            continue;
+        }
+        match attributes.entry(key) {
+            std::collections::btree_map::Entry::Occupied(entry) => {
+                outcome.warnings.push(format!("attribute `{}` already set by another collector; ignored", entry.key()));
+            }
+            std::collections::btree_map::Entry::Vacant(entry) => {
+                entry.insert(value);
+            }
         }
     }
 }

@@ -140,7 +140,14 @@ pub fn summary_table(report: &NodeReport) -> String {
                 rows.push((String::new(), line));
             }
             if !cpu.numa_nodes.is_empty() {
-                rows.push(("NUMA".to_owned(), format!("{} nodes", cpu.numa_nodes.len())));
+                rows.push((
+                    "NUMA".to_owned(),
+                    if cpu.numa_nodes.len() == 1 {
+                        "1 node".to_owned()
+                    } else {
+                        format!("{} nodes", cpu.numa_nodes.len())
+                    },
+                ));
             }
         }
         None => rows.push(("CPU".to_owned(), "unknown".to_owned())),

@@ -16,6 +16,8 @@ use cpuinfo::Processor;
 
 const CPU_SYSFS: &str = "/sys/devices/system/cpu";
 
+// Only the component export on wasm32 names this type.
+#[cfg_attr(not(target_arch = "wasm32"), allow(dead_code))]
 struct Collector;
 
 impl Guest for Collector {

@@ -5,6 +5,9 @@
 //! The mode is the content of `/proc/hw-agent-fault-mode` in the host root the
 //! test passes, because a collector has no arguments or environment.
 
+// The export macro, the only user of this code, exists on wasm32 only.
+#![cfg_attr(not(target_arch = "wasm32"), allow(dead_code))]
+
 use hw_collector_guest::{Attribute, CollectError, CollectOptions, CollectorInfo, Guest, PartialReport, Root};
 
 struct Collector;

@@ -19,6 +19,8 @@ const CLASS_DISPLAY: u32 = 0x03;
 /// PCI base class 0x12: processing accelerator.
 const CLASS_PROCESSING_ACCELERATOR: u32 = 0x12;
 
+// Only the component export on wasm32 names this type.
+#[cfg_attr(not(target_arch = "wasm32"), allow(dead_code))]
 struct Collector;
 
 impl Guest for Collector {
@@ -186,7 +188,7 @@ fn colon_fields(text: &str) -> BTreeMap<String, String> {
 /// vendors use the unit).
 fn memory_from_model_name(model: &str) -> Option<u64> {
     model
-        .split(|c: char| c == ' ' || c == '-')
+        .split([' ', '-'])
         .find_map(|token| token.strip_suffix("GB")?.parse::<u64>().ok())
         .map(|gib| gib * 1024 * 1024 * 1024)
 }

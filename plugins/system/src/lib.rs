@@ -11,6 +11,8 @@ use hw_collector_guest::{
 pub use devices::{collect_network, collect_storage};
 pub use os::{collect_os, parse_os_release};
 
+// Only the component export on wasm32 names this type.
+#[cfg_attr(not(target_arch = "wasm32"), allow(dead_code))]
 struct Collector;
 
 impl Guest for Collector {
@@ -80,14 +82,14 @@ pub fn parse_meminfo(text: &str, root: &Root) -> Result<MemoryInfo, CollectError
             free: root.parse(format!("{dir}/free_hugepages")).unwrap_or(0),
         });
     }
-    if hugepages.is_empty() {
-        if let Some(page_size_bytes) = field("Hugepagesize") {
-            hugepages.push(HugepagePool {
-                page_size_bytes,
-                total: field("HugePages_Total").unwrap_or(0),
-                free: field("HugePages_Free").unwrap_or(0),
-            });
-        }
+    if hugepages.is_empty()
+        && let Some(page_size_bytes) = field("Hugepagesize")
+    {
+        hugepages.push(HugepagePool {
+            page_size_bytes,
+            total: field("HugePages_Total").unwrap_or(0),
+            free: field("HugePages_Free").unwrap_or(0),
+        });
     }
     hugepages.sort_by_key(|pool| pool.page_size_bytes);
 

@@ -1,0 +1,225 @@
+//! Registration against the real mock over real TLS, started on port 0 with
+//! fresh certificates for each test.
+
+mod common;
+
+use std::path::Path;
+use std::time::Duration;
+
+use aiod_mock::{Client, MockConfig, RunningMock};
+use hw_agent::aiod::{AiodClient, AiodSettings};
+use hw_agent::commands::register_node;
+use hw_agent::report::model::NodeReport;
+use secrecy::SecretString;
+use serde_json::Value;
+
+const AGENT_SECRET: &str = "agent-secret-7f3a9c";
+const ADMIN_SECRET: &str = "admin-secret-2b8e1d";
+/// Bounds every test so a missing answer fails instead of hanging.
+const TEST_TIMEOUT: Duration = Duration::from_secs(60);
+
+async fn start_mock(state_dir: &Path, agent_roles: &[&str]) -> RunningMock {
+    let clients = vec![
+        Client {
+            id: "agent".to_owned(),
+            secret: AGENT_SECRET.to_owned(),
+            roles: agent_roles.iter().map(|role| (*role).to_owned()).collect(),
+        },
+        Client { id: "admin".to_owned(), secret: ADMIN_SECRET.to_owned(), roles: vec!["create_platforms".to_owned()] },
+    ];
+    aiod_mock::start(MockConfig {
+        listen: "127.0.0.1:0".parse().expect("loopback address"),
+        state_dir: state_dir.to_path_buf(),
+        clients,
+        token_lifetime: Duration::from_secs(300),
+        auto_publish: false,
+    })
+    .await
+    .expect("mock starts")
+}
+
+fn aiod_settings(mock: &RunningMock, ca: &Path, client_id: &str, secret: &str, platform: &str) -> AiodSettings {
+    AiodSettings {
+        api_url: mock.base_url(),
+        token_url: mock.token_url(),
+        ca_cert: Some(ca.to_path_buf()),
+        client_id: client_id.to_owned(),
+        client_secret: SecretString::from(secret.to_owned()),
+        platform: platform.to_owned(),
+        request_timeout: Duration::from_secs(10),
+    }
+}
+
+async fn create_platform(mock: &RunningMock, name: &str) {
+    let admin = AiodClient::connect(aiod_settings(mock, &mock.ca_path, "admin", ADMIN_SECRET, name))
+        .await
+        .expect("admin token");
+    admin.create_platform(name).await.expect("platform created");
+}
+
+/// A copy of the recorded machine root with a machine id, as a real root has.
+fn machine_root() -> tempfile::TempDir {
+    let root = tempfile::tempdir().expect("root directory");
+    common::copy_tree(&common::fixture("this-machine"), root.path());
+    std::fs::write(root.path().join("etc/machine-id"), "4c4c4544004b4a108035b4c04f4e5931\n").expect("write machine id");
+    root
+}
+
+async fn list_platform_assets(mock: &RunningMock, platform: &str) -> Vec<Value> {
+    let http = hw_agent::aiod::tls::http_client(Some(&mock.ca_path), Duration::from_secs(10)).expect("client");
+    http.get(format!("{}/platforms/{platform}/computational_assets?limit=1000", mock.base_url()))
+        .send()
+        .await
+        .expect("list request")
+        .json()
+        .await
+        .expect("list body")
+}
+
+#[tokio::test]
+async fn register_twice_updates_one_asset() {
+    tokio::time::timeout(TEST_TIMEOUT, async {
+        let state = tempfile::tempdir().expect("state directory");
+        let mock = start_mock(state.path(), &["platform_lab"]).await;
+        create_platform(&mock, "lab").await;
+        let root = machine_root();
+        let cache = tempfile::tempdir().expect("cache directory");
+        let collect = common::settings(root.path(), None, cache.path());
+        let settings = aiod_settings(&mock, &mock.ca_path, "agent", AGENT_SECRET, "lab");
+
+        let (first, _) = register_node(collect.clone(), settings.clone(), None).await.expect("first registration");
+        let (second, report) = register_node(collect, settings.clone(), None).await.expect("second registration");
+
+        assert!(first.created);
+        assert!(!second.created);
+        assert_eq!(first.identifier, second.identifier);
+        assert!(first.identifier.starts_with("comp_"));
+        assert_eq!(first.identifier.len(), 29);
+
+        let assets = list_platform_assets(&mock, "lab").await;
+        assert_eq!(assets.len(), 1, "exactly one asset for this machine");
+
+        let client = AiodClient::connect(settings).await.expect("client");
+        let asset = client.get(&first.identifier).await.expect("read back");
+        let plain = asset["description"]["plain"].as_str().expect("description.plain");
+        let stored: NodeReport = serde_json::from_str(plain).expect("description.plain is a node report");
+        assert_eq!(stored, report, "the asset carries the latest report");
+        assert_eq!(asset["platform"], "lab");
+        assert_eq!(asset["type"], "compute node");
+        assert!(asset["platform_resource_identifier"].as_str().expect("resource id").starts_with("node-"));
+        assert!(asset["description"]["html"].as_str().expect("html").contains("<ul>"));
+        mock.shutdown().await;
+    })
+    .await
+    .expect("test timed out");
+}
+
+#[tokio::test]
+async fn certificate_from_other_ca_is_refused() {
+    tokio::time::timeout(TEST_TIMEOUT, async {
+        let state = tempfile::tempdir().expect("state directory");
+        let other = tempfile::tempdir().expect("other state directory");
+        let mock = start_mock(state.path(), &["platform_lab"]).await;
+        let other_ca = aiod_mock::tls::ensure_material(other.path()).expect("other CA").ca;
+
+        let error = AiodClient::connect(aiod_settings(&mock, &other_ca, "agent", AGENT_SECRET, "lab"))
+            .await
+            .expect_err("a server outside the CA file must be refused");
+        let message = format!("{error:#}");
+        assert!(message.contains("certificate verification failed"), "{message}");
+        assert!(message.contains("--ca-cert"), "the message says how to fix it: {message}");
+        mock.shutdown().await;
+    })
+    .await
+    .expect("test timed out");
+}
+
+#[tokio::test]
+async fn unregistered_platform_names_the_fix() {
+    tokio::time::timeout(TEST_TIMEOUT, async {
+        let state = tempfile::tempdir().expect("state directory");
+        let mock = start_mock(state.path(), &["platform_ghost"]).await;
+        let root = machine_root();
+        let cache = tempfile::tempdir().expect("cache directory");
+        let settings = aiod_settings(&mock, &mock.ca_path, "agent", AGENT_SECRET, "ghost");
+
+        let error = register_node(common::settings(root.path(), None, cache.path()), settings, None)
+            .await
+            .expect_err("platform ghost does not exist");
+        let message = format!("{error:#}");
+        assert!(message.contains("HTTP 412"), "{message}");
+        assert!(message.contains("POST /platforms"), "{message}");
+        mock.shutdown().await;
+    })
+    .await
+    .expect("test timed out");
+}
+
+#[tokio::test]
+async fn missing_connector_role_names_the_role() {
+    tokio::time::timeout(TEST_TIMEOUT, async {
+        let state = tempfile::tempdir().expect("state directory");
+        let mock = start_mock(state.path(), &[]).await;
+        create_platform(&mock, "lab").await;
+        let root = machine_root();
+        let cache = tempfile::tempdir().expect("cache directory");
+        let settings = aiod_settings(&mock, &mock.ca_path, "agent", AGENT_SECRET, "lab");
+
+        let error = register_node(common::settings(root.path(), None, cache.path()), settings, None)
+            .await
+            .expect_err("a client without platform_lab may not set platform fields");
+        let message = format!("{error:#}");
+        assert!(message.contains("HTTP 403"), "{message}");
+        assert!(message.contains("platform_lab"), "{message}");
+        mock.shutdown().await;
+    })
+    .await
+    .expect("test timed out");
+}
+
+#[tokio::test]
+async fn wrong_secret_is_refused_without_echo() {
+    tokio::time::timeout(TEST_TIMEOUT, async {
+        let state = tempfile::tempdir().expect("state directory");
+        let mock = start_mock(state.path(), &["platform_lab"]).await;
+        let wrong = "wrong-secret-d41d8c";
+
+        let error = AiodClient::connect(aiod_settings(&mock, &mock.ca_path, "agent", wrong, "lab"))
+            .await
+            .expect_err("a wrong secret must be refused");
+        let message = format!("{error:#} {error:?}");
+        assert!(message.contains("rejected client `agent`"), "{message}");
+        assert!(!message.contains(wrong), "the secret leaked into the error: {message}");
+        mock.shutdown().await;
+    })
+    .await
+    .expect("test timed out");
+}
+
+#[test]
+fn demo_command_registers_this_machine() {
+    let cache = tempfile::tempdir().expect("cache directory");
+    let output = std::process::Command::new(env!("CARGO_BIN_EXE_hw-agent"))
+        .args(["demo", "--host-root"])
+        .arg(common::fixture("this-machine"))
+        .arg("--cache-dir")
+        .arg(cache.path())
+        .output()
+        .expect("run hw-agent demo");
+    let stdout = String::from_utf8_lossy(&output.stdout);
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(output.status.success(), "demo failed: {stderr}");
+    assert!(stdout.contains("identifier:  comp_"), "{stdout}");
+    assert!(stdout.contains("updated the same asset"), "{stdout}");
+}
+
+#[test]
+fn invalid_option_exits_with_usage_status() {
+    let output = std::process::Command::new(env!("CARGO_BIN_EXE_hw-agent"))
+        .args(["collect", "--host-root", "/nonexistent/root"])
+        .output()
+        .expect("run hw-agent collect");
+    assert_eq!(output.status.code(), Some(64));
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(stderr.contains("--host-root /nonexistent/root is not a directory"), "{stderr}");
+}
