@@ -142,7 +142,7 @@ impl CollectArgs {
     pub fn settings(&self) -> Result<CollectSettings, ConfigError> {
         if !self.host_root.is_dir() {
             return Err(ConfigError(format!(
-                "--host-root {} is not a directory; pass the directory that holds proc/ and sys/ (`/` on this machine)",
+                "--host-root {} is not a directory; pass the directory that contains proc/ and sys/ (`/` on this machine)",
                 self.host_root.display()
             )));
         }

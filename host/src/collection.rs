@@ -1,5 +1,5 @@
 //! One node collection: load the built-in and plugin collectors, run them
-//! against the host root, and merge their answers into a node report.
+//! against the host root, and merge their results into a node report.
 
 use std::path::PathBuf;
 use std::time::{Duration, Instant};

@@ -104,6 +104,8 @@ pub async fn demo(command: DemoCommand) -> Result<(), CommandError> {
         clients,
         token_lifetime: Duration::from_secs(300),
         auto_publish: false,
+        platforms: Vec::new(),
+        tls_names: Vec::new(),
     })
     .await?;
 

@@ -97,7 +97,7 @@ fn hybrid_laptop_reports_core_types() {
 }
 
 /// The acceptance check on the machine running the tests: the report must
-/// agree with what the kernel says directly.
+/// agree with what the kernel reports directly.
 #[test]
 fn this_machine_matches_kernel() {
     let cache = tempfile::tempdir().expect("cache directory");

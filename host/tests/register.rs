@@ -15,7 +15,7 @@ use serde_json::Value;
 
 const AGENT_SECRET: &str = "agent-secret-7f3a9c";
 const ADMIN_SECRET: &str = "admin-secret-2b8e1d";
-/// Bounds every test so a missing answer fails instead of hanging.
+/// Bounds every test so a missing response fails instead of hanging.
 const TEST_TIMEOUT: Duration = Duration::from_secs(60);
 
 async fn start_mock(state_dir: &Path, agent_roles: &[&str]) -> RunningMock {
@@ -33,6 +33,8 @@ async fn start_mock(state_dir: &Path, agent_roles: &[&str]) -> RunningMock {
         clients,
         token_lifetime: Duration::from_secs(300),
         auto_publish: false,
+        platforms: Vec::new(),
+        tls_names: Vec::new(),
     })
     .await
     .expect("mock starts")
@@ -57,7 +59,7 @@ async fn create_platform(mock: &RunningMock, name: &str) {
     admin.create_platform(name).await.expect("platform created");
 }
 
-/// A copy of the recorded machine root with a machine id, as a real root has.
+/// Copies the recorded machine root and adds a machine id, as a real root has.
 fn machine_root() -> tempfile::TempDir {
     let root = tempfile::tempdir().expect("root directory");
     common::copy_tree(&common::fixture("this-machine"), root.path());
@@ -120,7 +122,7 @@ async fn certificate_from_other_ca_is_refused() {
         let state = tempfile::tempdir().expect("state directory");
         let other = tempfile::tempdir().expect("other state directory");
         let mock = start_mock(state.path(), &["platform_lab"]).await;
-        let other_ca = aiod_mock::tls::ensure_material(other.path()).expect("other CA").ca;
+        let other_ca = aiod_mock::tls::ensure_material(other.path(), &[]).expect("other CA").ca;
 
         let error = AiodClient::connect(aiod_settings(&mock, &other_ca, "agent", AGENT_SECRET, "lab"))
             .await

@@ -1,7 +1,7 @@
-//! Request routing and handlers. warp extracts the request parts; the
-//! routing itself is a plain match on path segments, because the real server
-//! serves the same routes under three prefixes and distinguishes 404, 405
-//! and the 307 trailing-slash redirect, which reads more plainly as a match.
+//! Request routing and handlers. warp extracts the request parts, and the
+//! routing itself is a plain match on path segments. The real server serves
+//! the same routes under three prefixes and distinguishes 404, 405 and the
+//! 307 trailing-slash redirect, which reads more plainly as a match.
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
@@ -33,7 +33,7 @@ pub struct State {
 
 type Reply = Response<Vec<u8>>;
 
-/// The whole API as one warp filter.
+/// Builds the whole API as one warp filter.
 pub fn routes(state: Arc<State>) -> impl Filter<Extract = (Reply,), Error = std::convert::Infallible> + Clone {
     let state = warp::any().map(move || Arc::clone(&state));
     warp::method()
@@ -176,7 +176,7 @@ fn json_response(status: StatusCode, body: &Value) -> Reply {
         .unwrap_or_default()
 }
 
-/// An error answer in the making; small, so helpers can return it in a `Result`.
+/// An error response before rendering. It is small, so helpers can return it in a `Result`.
 #[derive(Debug)]
 struct ApiError {
     status: StatusCode,
@@ -189,7 +189,7 @@ impl From<ApiError> for Reply {
     }
 }
 
-/// An `HTTPException` answer: `{"detail", "reference"}`, as the real
+/// Builds an `HTTPException` response: `{"detail", "reference"}`, as the real
 /// server's custom handler renders it.
 fn detail_error(status: StatusCode, message: &str) -> ApiError {
     let reference = uuid::Uuid::new_v4().simple().to_string();
@@ -409,17 +409,17 @@ fn query_error(name: &'static str, msg: &str, kind: &'static str, limit: i64) ->
     }
 }
 
-/// Who may write an asset: its creator, holders of the update role, and
-/// connectors of the asset's platform.
+/// Returns whether the caller may write the asset: its creator, holders of
+/// the update role, and connectors of the asset's platform may.
 fn may_edit(caller: &Caller, asset: &Asset) -> bool {
     asset.owner == caller.client_id
         || caller.has_role("update_computational_assets")
         || asset.platform().is_some_and(|platform| caller.is_connector_for(platform))
 }
 
-/// Applies the platform rules of a create: users may not set platform
-/// fields; connectors must set both, for a platform they hold a role for,
-/// that exists.
+/// Applies the platform rules of a create. Users may not set platform
+/// fields. Connectors must set both, for an existing platform whose role
+/// they hold. Returns whether the caller creates as a connector.
 fn check_platform_fields(
     catalogue: &Catalogue,
     caller: &Caller,

@@ -47,7 +47,7 @@ impl std::str::FromStr for Client {
     }
 }
 
-/// Who made a request, as the AIoD server sees it after token introspection.
+/// The identity behind a request, as the AIoD server resolves it by token introspection.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Caller {
     pub client_id: String,
@@ -92,7 +92,7 @@ impl fmt::Debug for Realm {
     }
 }
 
-/// Why the token endpoint refused a request, with Keycloak's error codes.
+/// A rejection by the token endpoint, with Keycloak's error codes.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum TokenError {
     UnsupportedGrantType,

@@ -38,6 +38,10 @@ pub struct MockConfig {
     pub clients: Vec<Client>,
     pub token_lifetime: Duration,
     pub auto_publish: bool,
+    /// Platform names registered at start, besides AIoD's built-in ones.
+    pub platforms: Vec<String>,
+    /// Host names or IP addresses added to a newly generated server certificate.
+    pub tls_names: Vec<String>,
 }
 
 /// A running mock. Dropping it does not stop the server; call [`RunningMock::shutdown`].
@@ -70,7 +74,7 @@ impl RunningMock {
 
 /// Binds the listener, prepares TLS and starts serving in the background.
 pub async fn start(config: MockConfig) -> anyhow::Result<RunningMock> {
-    let files = tls::ensure_material(&config.state_dir)?;
+    let files = tls::ensure_material(&config.state_dir, &config.tls_names)?;
     let tls_config = tls::server_config(&files)?;
     let ca_pem =
         std::fs::read_to_string(&files.ca).with_context(|| format!("failed to read {}", files.ca.display()))?;
@@ -82,7 +86,7 @@ pub async fn start(config: MockConfig) -> anyhow::Result<RunningMock> {
 
     let state = Arc::new(api::State {
         realm: Mutex::new(auth::Realm::new(config.clients.clone(), config.token_lifetime)),
-        catalogue: Mutex::new(store::Catalogue::default()),
+        catalogue: Mutex::new(store::Catalogue::with_platforms(&config.platforms)),
         auto_publish: config.auto_publish,
     });
     let (shutdown, mut stopped) = watch::channel(false);

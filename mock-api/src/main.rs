@@ -42,6 +42,14 @@ struct ServeArgs {
     /// Publish assets that users (not connectors) create, instead of keeping them as drafts.
     #[arg(long)]
     auto_publish: bool,
+
+    /// Register a platform name at start, as an AIoD administrator would (repeatable).
+    #[arg(long = "platform", value_name = "NAME")]
+    platforms: Vec<String>,
+
+    /// Extra DNS name or IP address for a newly generated server certificate (repeatable).
+    #[arg(long = "tls-name", value_name = "NAME")]
+    tls_names: Vec<String>,
 }
 
 fn main() -> ExitCode {
@@ -57,6 +65,14 @@ fn main() -> ExitCode {
 
     if args.token_lifetime == 0 {
         eprintln!("error: --token-lifetime must be at least 1 second");
+        return ExitCode::from(64);
+    }
+    if let Some(bad) = args
+        .platforms
+        .iter()
+        .find(|name| name.is_empty() || name.chars().count() > 64 || name.chars().any(char::is_uppercase))
+    {
+        eprintln!("error: --platform `{bad}` is invalid; platform names are 1-64 lowercase characters");
         return ExitCode::from(64);
     }
     if args.clients.is_empty() {
@@ -76,6 +92,8 @@ fn main() -> ExitCode {
         clients: args.clients,
         token_lifetime: Duration::from_secs(args.token_lifetime),
         auto_publish: args.auto_publish,
+        platforms: args.platforms,
+        tls_names: args.tls_names,
     };
     runtime.block_on(async move {
         let mock = match aiod_mock::start(config).await {

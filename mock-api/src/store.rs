@@ -131,6 +131,18 @@ impl Default for Catalogue {
 }
 
 impl Catalogue {
+    /// Builds a catalogue with the built-in platforms plus `extra` ones.
+    pub fn with_platforms(extra: &[String]) -> Self {
+        let mut catalogue = Self::default();
+        for name in extra {
+            if !catalogue.platform_exists(name) {
+                let identifier = catalogue.platforms.len() as u64 + 1;
+                catalogue.platforms.push(Platform { identifier, name: name.clone() });
+            }
+        }
+        catalogue
+    }
+
     /// Generates `comp_` followed by 24 alphanumerics, unique in the catalogue.
     pub fn new_identifier(&self) -> String {
         loop {

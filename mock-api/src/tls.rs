@@ -34,9 +34,13 @@ impl TlsFiles {
     }
 }
 
-/// Makes sure the state directory holds a CA and a server certificate,
-/// generating both when the certificate or key is missing.
-pub fn ensure_material(dir: &Path) -> anyhow::Result<TlsFiles> {
+/// Makes sure the state directory contains a CA and a server certificate,
+/// generating both when the certificate or key is missing. The certificate
+/// names `localhost`, `127.0.0.1`, `::1` and `extra_names`.
+///
+/// NOTE: existing material is reused as it is, so names added later need a
+/// fresh state directory (or deleting `server.pem`).
+pub fn ensure_material(dir: &Path, extra_names: &[String]) -> anyhow::Result<TlsFiles> {
     let files = TlsFiles::in_dir(dir);
     if files.cert.is_file() && files.key.is_file() && files.ca.is_file() {
         return Ok(files);
@@ -52,9 +56,9 @@ pub fn ensure_material(dir: &Path) -> anyhow::Result<TlsFiles> {
     let issuer = Issuer::new(ca_params, ca_key);
 
     let server_key = KeyPair::generate().context("failed to generate the server key")?;
-    let mut server_params =
-        CertificateParams::new(vec!["localhost".to_owned(), "127.0.0.1".to_owned(), "::1".to_owned()])
-            .context("invalid server certificate parameters")?;
+    let mut names = vec!["localhost".to_owned(), "127.0.0.1".to_owned(), "::1".to_owned()];
+    names.extend(extra_names.iter().cloned());
+    let mut server_params = CertificateParams::new(names).context("invalid server certificate parameters")?;
     server_params.distinguished_name.push(DnType::CommonName, "localhost");
     server_params.extended_key_usages = vec![ExtendedKeyUsagePurpose::ServerAuth];
     server_params.key_usages = vec![KeyUsagePurpose::DigitalSignature, KeyUsagePurpose::KeyEncipherment];

@@ -19,7 +19,7 @@ pub use asset::{asset_body, machine_resource_identifier};
 /// Largest page the list routes serve.
 const PAGE_LIMIT: usize = 1000;
 
-/// Where and as whom to register.
+/// The AIoD deployment and the connector identity used to register.
 #[derive(Debug, Clone)]
 pub struct AiodSettings {
     /// Base URL of the AIoD REST API, such as `https://api.aiod.eu`.
@@ -43,7 +43,7 @@ pub struct Registration {
     pub created: bool,
 }
 
-/// An error answer of the API, with the parts worth showing.
+/// An error response of the API, with the parts worth showing.
 #[derive(Debug, Clone)]
 pub struct ApiError {
     pub status: StatusCode,
@@ -120,7 +120,7 @@ impl AiodClient {
             // Another agent created the asset between our lookup and POST.
             Err(RequestError::Api(error)) if error.status == StatusCode::CONFLICT => {
                 let identifier = conflicting_identifier(&error.detail_text()).with_context(|| {
-                    format!("the API answered 409 without an asset identifier: {}", error.detail_text())
+                    format!("the API responded 409 without an asset identifier: {}", error.detail_text())
                 })?;
                 self.put(&identifier, body).await?;
                 tracing::info!(%identifier, "asset updated after a concurrent create");
@@ -177,7 +177,7 @@ impl AiodClient {
         response["identifier"]
             .as_str()
             .map(str::to_owned)
-            .ok_or_else(|| RequestError::Transport("the POST answer has no `identifier`".to_owned()))
+            .ok_or_else(|| RequestError::Transport("the POST response has no `identifier`".to_owned()))
     }
 
     async fn put(&self, identifier: &str, body: &Value) -> anyhow::Result<()> {
@@ -194,10 +194,10 @@ impl AiodClient {
         operation: &str,
     ) -> anyhow::Result<T> {
         let value = self.raw(request).await.map_err(|error| self.explain(operation, &error))?;
-        serde_json::from_value(value).with_context(|| format!("failed to {operation}: unexpected answer shape"))
+        serde_json::from_value(value).with_context(|| format!("failed to {operation}: unexpected response shape"))
     }
 
-    /// Sends a request and returns the JSON answer, or why there is none.
+    /// Sends a request and returns the JSON response body, or the failure.
     async fn raw(&self, request: reqwest::RequestBuilder) -> Result<Value, RequestError> {
         let response =
             request.header(reqwest::header::ACCEPT, "application/json").send().await.map_err(transport_error)?;
@@ -251,12 +251,12 @@ impl AiodClient {
     }
 }
 
-/// Why a request has no successful answer.
+/// The failure of a request that got no successful response.
 #[derive(Debug, Clone)]
 pub enum RequestError {
-    /// No HTTP answer: connection, TLS or timeout failure.
+    /// No HTTP response: connection, TLS or timeout failure.
     Transport(String),
-    /// An HTTP error answer.
+    /// An HTTP error response.
     Api(ApiError),
 }
 
@@ -308,11 +308,16 @@ async fn fetch_token(http: &reqwest::Client, settings: &AiodSettings) -> anyhow:
             body["error"].as_str().unwrap_or("no error code"),
         );
     }
-    anyhow::ensure!(status.is_success(), "the token endpoint {} answered HTTP {}", settings.token_url, status.as_u16());
+    anyhow::ensure!(
+        status.is_success(),
+        "the token endpoint {} responded with HTTP {}",
+        settings.token_url,
+        status.as_u16()
+    );
     let token: TokenResponse = response
         .json()
         .await
-        .with_context(|| format!("the token endpoint {} answered without an access_token", settings.token_url))?;
+        .with_context(|| format!("the token endpoint {} responded without an access_token", settings.token_url))?;
     Ok(SecretString::from(token.access_token))
 }
 

@@ -1,5 +1,5 @@
-//! The hardware model: collectors' partial answers, merged into one node
-//! report, and readable summaries of it.
+//! The hardware model: partial reports from collectors, merged into one
+//! node report, and readable summaries of it.
 
 pub mod model;
 mod summary;
@@ -29,7 +29,7 @@ pub struct OsFacts {
     pub pretty_name: Option<String>,
 }
 
-/// What one collector returned, in the host's model.
+/// One collector's result, in the host's model.
 #[derive(Debug, Clone, Default, PartialEq, Serialize)]
 pub struct Partial {
     pub cpu: Option<Cpu>,
@@ -208,8 +208,8 @@ fn strip_identifiers(partial: &mut Partial) {
     }
 }
 
-/// Explains each missing section by the collectors that failed; a section
-/// no collector covers at all says so.
+/// Explains each missing section by the collectors that failed. A section
+/// that no collector covers gets a reason saying so.
 fn unknown_sections(merged: &Partial, collectors: &[CollectorOutcome]) -> BTreeMap<String, String> {
     let failed: Vec<String> = collectors
         .iter()

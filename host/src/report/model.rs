@@ -205,7 +205,7 @@ pub struct CollectorOutcome {
     /// Wall time of instantiation and `collect`, in milliseconds.
     pub duration_ms: f64,
     pub error: Option<String>,
-    /// Parts of the collector's answer the host dropped, with the reason.
+    /// Parts of the collector's result the host dropped, with the reason.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub warnings: Vec<String>,
 }

@@ -70,7 +70,7 @@ fn cpu_line(report: &NodeReport) -> Option<String> {
     Some(format!("{}x {} ({sockets}, {} cores, {} threads)", cpu.sockets, models.join(" + "), cpu.cores, cpu.threads))
 }
 
-/// One line for logs and the asset name suffix: CPU, memory, accelerators.
+/// Formats a one-line summary of CPU, memory and accelerators.
 pub fn summary_line(report: &NodeReport) -> String {
     let mut parts = Vec::new();
     parts.push(cpu_line(report).unwrap_or_else(|| "CPU unknown".to_owned()));
@@ -90,7 +90,7 @@ pub fn summary_line(report: &NodeReport) -> String {
     parts.join(", ")
 }
 
-/// A two-column summary for people at a terminal.
+/// Formats a two-column summary for people at a terminal.
 pub fn summary_table(report: &NodeReport) -> String {
     let mut rows: Vec<(String, String)> = Vec::new();
     let node = &report.node;
@@ -271,7 +271,7 @@ fn escape_html(text: &str) -> String {
     out
 }
 
-/// The readable summary for the asset's `description.html`. Every value is
+/// Renders the readable summary for the asset's `description.html`. Every value is
 /// escaped, because collectors' strings come from the node.
 pub fn summary_html(report: &NodeReport) -> String {
     let mut items = Vec::new();

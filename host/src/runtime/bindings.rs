@@ -1,5 +1,5 @@
 //! Host bindings for the `collector` world, and the conversion of a guest's
-//! answer into the host's report model. This is the only `bindgen!` call.
+//! result into the host's report model. This is the only `bindgen!` call.
 
 use crate::report::model::{
     Accelerator, AcceleratorKind, BlockDevice, CoreType, Cpu, CpuCache, CpuPackage, HugepagePool, Memory,

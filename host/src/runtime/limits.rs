@@ -14,7 +14,7 @@ pub struct GuestLimits {
     /// CPU-time budget of one call into the guest, in milliseconds. Enforced
     /// through epoch interruption, so it is exact to one epoch tick.
     pub deadline_ms: u64,
-    /// Maximum size of a collector's answer, as serialised JSON, in bytes.
+    /// Maximum size of a collector's result, as serialised JSON, in bytes.
     pub output_bytes: usize,
 }
 

@@ -51,7 +51,7 @@ pub const BUILT_IN: &[(&str, &[u8])] = &[
     ("system", include_bytes!(env!("HW_AGENT_COMPONENT_SYSTEM"))),
 ];
 
-/// Where a collector came from.
+/// The origin of a collector.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum CollectorSource {
     BuiltIn,
@@ -85,7 +85,7 @@ impl std::fmt::Debug for LoadedCollector {
     }
 }
 
-/// Why a guest call did not return a value.
+/// The reason a guest call returned no value.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct GuestFailure {
     pub status: CollectorStatus,
@@ -219,8 +219,8 @@ impl Runtime {
         self.limits
     }
 
-    /// Compiles (or loads from cache) and type-checks a component, then asks
-    /// it for its `info`. The host root supplies the grants for that call.
+    /// Compiles (or loads from cache) and type-checks a component, then calls
+    /// its `info` export. The host root supplies the grants for that call.
     pub fn load(&self, bytes: &[u8], source: CollectorSource, root: &HostRoot) -> anyhow::Result<LoadedCollector> {
         let (component, cache) = self.cache.load(&self.engine, bytes).context("failed to compile the component")?;
         check_world(&self.engine, &component)?;
@@ -306,7 +306,7 @@ impl Runtime {
         }
     }
 
-    /// Rejects an answer larger than the output limit, measured as the JSON
+    /// Rejects a result larger than the output limit, measured as the JSON
     /// it would add to the report.
     fn check_output(&self, partial: Partial) -> Result<Partial, GuestFailure> {
         let size = serde_json::to_vec(&partial).map(|json| json.len()).unwrap_or(usize::MAX);
@@ -320,9 +320,9 @@ impl Runtime {
         Ok(partial)
     }
 
-    /// The one wrapper around every guest call: a fresh store with limits,
-    /// deadline and grants; the instance is dropped with the store, so a
-    /// trapped instance is never reused.
+    /// Wraps every guest call: a fresh store with limits, deadline and grants.
+    /// The instance is dropped with the store, so a trapped instance is never
+    /// reused.
     fn call_guest<R>(
         &self,
         pre: &CollectorPre<GuestState>,

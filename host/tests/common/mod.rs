@@ -8,7 +8,7 @@ use std::path::{Path, PathBuf};
 use hw_agent::collection::CollectSettings;
 use hw_agent::runtime::GuestLimits;
 
-/// A recorded or reconstructed machine root under `fixtures/roots`.
+/// Returns the path of a recorded or reconstructed machine root under `fixtures/roots`.
 pub fn fixture(name: &str) -> PathBuf {
     let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("../fixtures/roots").join(name);
     assert!(path.is_dir(), "fixture root {} is missing", path.display());
@@ -46,7 +46,7 @@ pub fn copy_tree(from: &Path, to: &Path) {
     }
 }
 
-/// The fault collector component that build.rs compiles for tests.
+/// Returns the path of the fault collector that build.rs compiles for tests.
 pub fn fault_component() -> PathBuf {
     PathBuf::from(env!("HW_AGENT_COMPONENT_FAULT"))
 }

@@ -46,7 +46,7 @@ impl Guest for Collector {
 #[cfg(target_arch = "wasm32")]
 hw_collector_guest::bindings::export_collector!(Collector with_types_in hw_collector_guest::bindings);
 
-/// Where one logical CPU sits in the topology.
+/// The position of one logical CPU in the topology.
 #[derive(Debug, Clone, Copy)]
 struct Placement {
     cpu: u32,
@@ -292,7 +292,7 @@ fn parse_size(text: &str) -> Option<u64> {
 
 /// Describes hybrid parts. Intel hybrid CPUs have one PMU directory per core
 /// type (`/sys/devices/cpu_core`, `/sys/devices/cpu_atom`, Linux 5.13 and
-/// later); on arm64 the core types are the distinct CPU parts.
+/// later). On arm64 the core types are the distinct CPU parts.
 fn core_types(root: &Root, members: &[Placement], by_number: &BTreeMap<u32, &Processor>) -> Vec<CoreType> {
     let mut groups: BTreeMap<String, Vec<Placement>> = BTreeMap::new();
     for pmu in root.list("/sys/devices").into_iter().filter(|name| name.starts_with("cpu_")) {

@@ -35,7 +35,7 @@ pub struct Root {
 }
 
 impl Root {
-    /// The root the host grants inside the sandbox.
+    /// Returns the root the host grants inside the sandbox.
     pub fn sandbox() -> Self {
         Self::at("/")
     }
