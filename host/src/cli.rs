@@ -21,7 +21,7 @@ pub const EXIT_CONFIG: u8 = 64;
     about = "Discover this node's hardware with sandboxed WebAssembly collectors and register it on AI-on-Demand"
 )]
 pub struct Cli {
-    /// Log filter in RUST_LOG syntax, such as `info` or `hw_agent=debug`; logs go to stderr.
+    /// Log filter in RUST_LOG syntax, such as `info` or `hw_agent=debug`; logs go to stderr. Cranelift's crates stay at `warn` unless named.
     #[arg(long, global = true, env = "HW_AGENT_LOG", default_value = "warn")]
     pub log: String,
 

@@ -1,5 +1,6 @@
 //! The `hw-agent` command line.
 
+use std::io::IsTerminal as _;
 use std::process::ExitCode;
 
 use clap::Parser as _;
@@ -8,14 +9,18 @@ use hw_agent::commands::{self, CommandError};
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
-    let filter = match tracing_subscriber::EnvFilter::try_new(&cli.log) {
+    let filter = match tracing_subscriber::EnvFilter::try_new(log_directives(&cli.log)) {
         Ok(filter) => filter,
         Err(error) => {
             eprintln!("error: invalid --log filter `{}`: {error}; use a RUST_LOG filter such as `info`", cli.log);
             return ExitCode::from(EXIT_CONFIG);
         }
     };
-    tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr).init();
+    tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .with_ansi(std::io::stderr().is_terminal())
+        .init();
 
     let runtime = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
         Ok(runtime) => runtime,
@@ -43,4 +48,21 @@ fn main() -> ExitCode {
             ExitCode::FAILURE
         }
     }
+}
+
+/// Compiler crates that log every instruction at debug and trace level: over
+/// a million lines for one cold start.
+const COMPILER_TARGETS: &[&str] =
+    &["cranelift_codegen", "cranelift_frontend", "cranelift_entity", "wasmtime_internal_cranelift", "regalloc2"];
+
+/// Caps the compiler crates at `warn` unless the filter names them, so
+/// `--log trace` shows the agent's own work instead of Cranelift internals.
+fn log_directives(filter: &str) -> String {
+    let mut directives = filter.to_owned();
+    for target in COMPILER_TARGETS {
+        if !filter.contains(target) {
+            directives.push_str(&format!(",{target}=warn"));
+        }
+    }
+    directives
 }

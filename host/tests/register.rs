@@ -225,3 +225,61 @@ fn invalid_option_exits_with_usage_status() {
     let stderr = String::from_utf8_lossy(&output.stderr);
     assert!(stderr.contains("--host-root /nonexistent/root is not a directory"), "{stderr}");
 }
+
+/// Runs `hw-agent register` as a user would, at trace log level, and checks
+/// that the client secret appears nowhere in its output.
+async fn run_register_command(
+    mock: &RunningMock,
+    root: &Path,
+    cache: &Path,
+    secret_file: &Path,
+) -> std::process::Output {
+    let mut command = tokio::process::Command::new(env!("CARGO_BIN_EXE_hw-agent"));
+    command
+        .args(["--log", "trace", "register", "--host-root"])
+        .arg(root)
+        .arg("--cache-dir")
+        .arg(cache)
+        .args(["--api-url", &mock.base_url(), "--token-url", &mock.token_url(), "--client-id", "agent"])
+        .arg("--ca-cert")
+        .arg(&mock.ca_path)
+        .arg("--client-secret-file")
+        .arg(secret_file)
+        .args(["--platform", "lab", "--name", "cli-test-node"]);
+    command.output().await.expect("run hw-agent register")
+}
+
+#[tokio::test]
+async fn register_command_keeps_secret_out_of_logs() {
+    tokio::time::timeout(TEST_TIMEOUT, async {
+        let state = tempfile::tempdir().expect("state directory");
+        let mock = start_mock(state.path(), &["platform_lab"]).await;
+        create_platform(&mock, "lab").await;
+        let root = machine_root();
+        let cache = tempfile::tempdir().expect("cache directory");
+        let secret_file = state.path().join("client-secret");
+        std::fs::write(&secret_file, format!("{AGENT_SECRET}\n")).expect("write secret file");
+
+        let first = run_register_command(&mock, root.path(), cache.path(), &secret_file).await;
+        let second = run_register_command(&mock, root.path(), cache.path(), &secret_file).await;
+
+        for output in [&first, &second] {
+            let stderr = String::from_utf8_lossy(&output.stderr);
+            assert!(output.status.success(), "register failed: {stderr}");
+            assert!(!stderr.contains(AGENT_SECRET), "the client secret leaked into the logs");
+            assert!(!stderr.contains("Bearer "), "an access token leaked into the logs");
+            assert!(
+                !String::from_utf8_lossy(&output.stdout).contains(AGENT_SECRET),
+                "the client secret leaked into stdout"
+            );
+        }
+        let first_id = String::from_utf8_lossy(&first.stdout).trim().to_owned();
+        let second_id = String::from_utf8_lossy(&second.stdout).trim().to_owned();
+        assert!(first_id.starts_with("comp_"), "stdout is the identifier: {first_id}");
+        assert_eq!(first_id, second_id, "the second run updates the same asset");
+        assert!(String::from_utf8_lossy(&second.stderr).contains("updated computational asset"));
+        mock.shutdown().await;
+    })
+    .await
+    .expect("test timed out");
+}
