@@ -136,47 +136,40 @@ async fn certificate_from_other_ca_is_refused() {
     .expect("test timed out");
 }
 
+/// Registers the machine root as client `agent` with `agent_roles` and
+/// returns the error message, creating `existing_platform` first if given.
+async fn registration_error(agent_roles: &[&str], existing_platform: Option<&str>, platform: &str) -> String {
+    let state = tempfile::tempdir().expect("state directory");
+    let mock = start_mock(state.path(), agent_roles).await;
+    if let Some(name) = existing_platform {
+        create_platform(&mock, name).await;
+    }
+    let root = machine_root();
+    let cache = tempfile::tempdir().expect("cache directory");
+    let settings = aiod_settings(&mock, &mock.ca_path, "agent", AGENT_SECRET, platform);
+
+    let error = register_node(common::settings(root.path(), None, cache.path()), settings, None)
+        .await
+        .expect_err("the registration must be refused");
+    mock.shutdown().await;
+    format!("{error:#}")
+}
+
 #[tokio::test]
 async fn unregistered_platform_names_the_fix() {
-    tokio::time::timeout(TEST_TIMEOUT, async {
-        let state = tempfile::tempdir().expect("state directory");
-        let mock = start_mock(state.path(), &["platform_ghost"]).await;
-        let root = machine_root();
-        let cache = tempfile::tempdir().expect("cache directory");
-        let settings = aiod_settings(&mock, &mock.ca_path, "agent", AGENT_SECRET, "ghost");
-
-        let error = register_node(common::settings(root.path(), None, cache.path()), settings, None)
-            .await
-            .expect_err("platform ghost does not exist");
-        let message = format!("{error:#}");
-        assert!(message.contains("HTTP 412"), "{message}");
-        assert!(message.contains("POST /platforms"), "{message}");
-        mock.shutdown().await;
-    })
-    .await
-    .expect("test timed out");
+    let message = tokio::time::timeout(TEST_TIMEOUT, registration_error(&["platform_ghost"], None, "ghost"))
+        .await
+        .expect("test timed out");
+    assert!(message.contains("HTTP 412"), "{message}");
+    assert!(message.contains("POST /platforms"), "{message}");
 }
 
 #[tokio::test]
 async fn missing_connector_role_names_the_role() {
-    tokio::time::timeout(TEST_TIMEOUT, async {
-        let state = tempfile::tempdir().expect("state directory");
-        let mock = start_mock(state.path(), &[]).await;
-        create_platform(&mock, "lab").await;
-        let root = machine_root();
-        let cache = tempfile::tempdir().expect("cache directory");
-        let settings = aiod_settings(&mock, &mock.ca_path, "agent", AGENT_SECRET, "lab");
-
-        let error = register_node(common::settings(root.path(), None, cache.path()), settings, None)
-            .await
-            .expect_err("a client without platform_lab may not set platform fields");
-        let message = format!("{error:#}");
-        assert!(message.contains("HTTP 403"), "{message}");
-        assert!(message.contains("platform_lab"), "{message}");
-        mock.shutdown().await;
-    })
-    .await
-    .expect("test timed out");
+    let message =
+        tokio::time::timeout(TEST_TIMEOUT, registration_error(&[], Some("lab"), "lab")).await.expect("test timed out");
+    assert!(message.contains("HTTP 403"), "{message}");
+    assert!(message.contains("platform_lab"), "{message}");
 }
 
 #[tokio::test]

@@ -301,6 +301,24 @@ fn check_identifier(identifier: &str) -> Result<(), ApiError> {
     ))
 }
 
+/// Looks up an asset that exists and is not deleted, with the real server's
+/// two 404 messages.
+fn live_asset<'a>(catalogue: &'a Catalogue, identifier: &str) -> Result<&'a Asset, ApiError> {
+    let Some(asset) = catalogue.get(identifier) else {
+        return Err(detail_error(
+            StatusCode::NOT_FOUND,
+            &format!("Computational_asset '{identifier}' not found in the database."),
+        ));
+    };
+    if asset.deleted.is_some() {
+        return Err(detail_error(
+            StatusCode::NOT_FOUND,
+            &format!("Computational_asset '{identifier}' not found in the database, because it was deleted."),
+        ));
+    }
+    Ok(asset)
+}
+
 fn get_asset(state: &State, request: &Request, identifier: &str) -> Reply {
     if let Err(error) = check_identifier(identifier) {
         return error.into();
@@ -309,18 +327,10 @@ fn get_asset(state: &State, request: &Request, identifier: &str) -> Reply {
     let Ok(catalogue) = state.catalogue.lock() else {
         return detail(StatusCode::INTERNAL_SERVER_ERROR, "catalogue state poisoned");
     };
-    let Some(asset) = catalogue.get(identifier) else {
-        return detail(
-            StatusCode::NOT_FOUND,
-            &format!("Computational_asset '{identifier}' not found in the database."),
-        );
+    let asset = match live_asset(&catalogue, identifier) {
+        Ok(asset) => asset,
+        Err(error) => return error.into(),
     };
-    if asset.deleted.is_some() {
-        return detail(
-            StatusCode::NOT_FOUND,
-            &format!("Computational_asset '{identifier}' not found in the database, because it was deleted."),
-        );
-    }
     if asset.status != Status::Published {
         match &caller {
             None => {
@@ -521,18 +531,10 @@ fn put_asset(state: &State, request: &Request, caller: &Caller, identifier: &str
     let Ok(mut catalogue) = state.catalogue.lock() else {
         return detail(StatusCode::INTERNAL_SERVER_ERROR, "catalogue state poisoned");
     };
-    let Some(asset) = catalogue.get(identifier) else {
-        return detail(
-            StatusCode::NOT_FOUND,
-            &format!("Computational_asset '{identifier}' not found in the database."),
-        );
+    let asset = match live_asset(&catalogue, identifier) {
+        Ok(asset) => asset,
+        Err(error) => return error.into(),
     };
-    if asset.deleted.is_some() {
-        return detail(
-            StatusCode::NOT_FOUND,
-            &format!("Computational_asset '{identifier}' not found in the database, because it was deleted."),
-        );
-    }
     if !may_edit(caller, asset) {
         return detail(StatusCode::FORBIDDEN, "You do not have permission to edit computational_assets.");
     }
