@@ -7,7 +7,7 @@ use std::time::Duration;
 use clap::{Args, Parser, Subcommand, ValueEnum};
 use secrecy::SecretString;
 
-use crate::aiod::AiodSettings;
+use crate::aiod::{AiodSettings, RetryPolicy};
 use crate::collection::CollectSettings;
 use crate::runtime::{ComponentCache, GuestLimits};
 
@@ -125,6 +125,14 @@ pub struct RegisterCommand {
     /// Timeout of each HTTP request, in seconds.
     #[arg(long, env = "AIOD_REQUEST_TIMEOUT_SECS", default_value_t = 30)]
     pub request_timeout_secs: u64,
+
+    /// Retries of a request that failed with a connection error, a timeout, or HTTP 429/500/502/503/504.
+    #[arg(long, env = "AIOD_MAX_RETRIES", default_value_t = 5)]
+    pub max_retries: u32,
+
+    /// Delay before the first retry, in milliseconds; it doubles on each retry, up to 8 seconds, with jitter.
+    #[arg(long, env = "AIOD_RETRY_BASE_MS", default_value_t = 500)]
+    pub retry_base_ms: u64,
 }
 
 #[derive(Debug, Args)]
@@ -204,6 +212,12 @@ impl RegisterCommand {
         if self.request_timeout_secs == 0 {
             return Err(ConfigError("--request-timeout-secs must be at least 1".to_owned()));
         }
+        if self.max_retries > 20 {
+            return Err(ConfigError(format!("--max-retries {} is out of range; use 0 to 20", self.max_retries)));
+        }
+        if !(1..=60_000).contains(&self.retry_base_ms) {
+            return Err(ConfigError(format!("--retry-base-ms {} is out of range; use 1 to 60000", self.retry_base_ms)));
+        }
         let secret = std::fs::read_to_string(&self.client_secret_file).map_err(|error| {
             ConfigError(format!(
                 "failed to read --client-secret-file {}: {error}; the file must hold the OIDC client secret",
@@ -222,6 +236,11 @@ impl RegisterCommand {
             client_secret: SecretString::from(secret.to_owned()),
             platform: self.platform.clone(),
             request_timeout: Duration::from_secs(self.request_timeout_secs),
+            retry: RetryPolicy {
+                max_retries: self.max_retries,
+                base_delay: Duration::from_millis(self.retry_base_ms),
+                ..RetryPolicy::default()
+            },
         })
     }
 }

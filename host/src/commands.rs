@@ -9,7 +9,7 @@ use rand::distr::Alphanumeric;
 use secrecy::SecretString;
 use serde_json::Value;
 
-use crate::aiod::{AiodClient, AiodSettings, Registration, asset_body, machine_resource_identifier};
+use crate::aiod::{AiodClient, AiodSettings, Registration, RetryPolicy, asset_body, machine_resource_identifier};
 use crate::cli::{CollectCommand, ConfigError, DemoCommand, OutputFormat, RegisterCommand};
 use crate::collection::{CollectSettings, Collection};
 use crate::report::model::NodeReport;
@@ -106,6 +106,7 @@ pub async fn demo(command: DemoCommand) -> Result<(), CommandError> {
         auto_publish: false,
         platforms: Vec::new(),
         tls_names: Vec::new(),
+        faults: aiod_mock::FaultConfig::default(),
     })
     .await?;
 
@@ -129,6 +130,7 @@ async fn run_demo(
         client_secret: SecretString::from(secret),
         platform: DEMO_PLATFORM.to_owned(),
         request_timeout: Duration::from_secs(30),
+        retry: RetryPolicy::default(),
     };
 
     // On the real AIoD an administrator registers the platform once.

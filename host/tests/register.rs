@@ -7,7 +7,7 @@ use std::path::Path;
 use std::time::Duration;
 
 use aiod_mock::{Client, MockConfig, RunningMock};
-use hw_agent::aiod::{AiodClient, AiodSettings};
+use hw_agent::aiod::{AiodClient, AiodSettings, RetryPolicy};
 use hw_agent::commands::register_node;
 use hw_agent::report::model::NodeReport;
 use secrecy::SecretString;
@@ -19,6 +19,15 @@ const ADMIN_SECRET: &str = "admin-secret-2b8e1d";
 const TEST_TIMEOUT: Duration = Duration::from_secs(60);
 
 async fn start_mock(state_dir: &Path, agent_roles: &[&str]) -> RunningMock {
+    start_mock_with(state_dir, agent_roles, Duration::from_secs(300), aiod_mock::FaultConfig::default()).await
+}
+
+async fn start_mock_with(
+    state_dir: &Path,
+    agent_roles: &[&str],
+    token_lifetime: Duration,
+    faults: aiod_mock::FaultConfig,
+) -> RunningMock {
     let clients = vec![
         Client {
             id: "agent".to_owned(),
@@ -31,10 +40,13 @@ async fn start_mock(state_dir: &Path, agent_roles: &[&str]) -> RunningMock {
         listen: "127.0.0.1:0".parse().expect("loopback address"),
         state_dir: state_dir.to_path_buf(),
         clients,
-        token_lifetime: Duration::from_secs(300),
+        token_lifetime,
         auto_publish: false,
-        platforms: Vec::new(),
+        // Registered here rather than over HTTP, so fault injection cannot
+        // break the test's own setup.
+        platforms: vec!["lab".to_owned()],
         tls_names: Vec::new(),
+        faults,
     })
     .await
     .expect("mock starts")
@@ -49,6 +61,7 @@ fn aiod_settings(mock: &RunningMock, ca: &Path, client_id: &str, secret: &str, p
         client_secret: SecretString::from(secret.to_owned()),
         platform: platform.to_owned(),
         request_timeout: Duration::from_secs(10),
+        retry: RetryPolicy::default(),
     }
 }
 
@@ -271,6 +284,104 @@ async fn register_command_keeps_secret_out_of_logs() {
         assert!(first_id.starts_with("comp_"), "stdout is the identifier: {first_id}");
         assert_eq!(first_id, second_id, "the second run updates the same asset");
         assert!(String::from_utf8_lossy(&second.stderr).contains("updated computational asset"));
+        mock.shutdown().await;
+    })
+    .await
+    .expect("test timed out");
+}
+
+/// Retries that take milliseconds, so fault tests stay quick.
+fn fast_retries(max_retries: u32) -> RetryPolicy {
+    RetryPolicy { max_retries, base_delay: Duration::from_millis(5), max_delay: Duration::from_millis(50) }
+}
+
+#[tokio::test]
+async fn register_survives_injected_faults() {
+    tokio::time::timeout(TEST_TIMEOUT, async {
+        let state = tempfile::tempdir().expect("state directory");
+        let faults = aiod_mock::FaultConfig {
+            latency: Duration::from_millis(2),
+            error_rate: 0.2,
+            drop_rate: 0.2,
+            seed: Some(20261204),
+        };
+        let mock = start_mock_with(state.path(), &["platform_lab"], Duration::from_secs(300), faults).await;
+        let root = machine_root();
+        let cache = tempfile::tempdir().expect("cache directory");
+        let mut settings = aiod_settings(&mock, &mock.ca_path, "agent", AGENT_SECRET, "lab");
+        settings.retry = fast_retries(15);
+
+        let mut identifiers = Vec::new();
+        let mut last_report = None;
+        for _ in 0..4 {
+            let collect = common::settings(root.path(), None, cache.path());
+            let (registration, report) = register_node(collect, settings.clone(), None).await.expect("registration");
+            identifiers.push(registration.identifier);
+            last_report = Some(report);
+        }
+        identifiers.dedup();
+        assert_eq!(identifiers.len(), 1, "every run registers the same asset");
+
+        // Read back without faults getting in the way: retry until a clean
+        // response arrives, which the retry policy already does.
+        let assets = loop {
+            let http = hw_agent::aiod::tls::http_client(Some(&mock.ca_path), Duration::from_secs(10)).expect("client");
+            let response =
+                http.get(format!("{}/platforms/lab/computational_assets?limit=1000", mock.base_url())).send().await;
+            if let Ok(response) = response
+                && response.status().is_success()
+            {
+                break response.json::<Vec<Value>>().await.expect("list body");
+            }
+        };
+        assert_eq!(assets.len(), 1, "faults must not create a duplicate asset");
+        let plain = assets[0]["description"]["plain"].as_str().expect("description.plain");
+        let stored: NodeReport = serde_json::from_str(plain).expect("node report");
+        assert_eq!(Some(stored), last_report, "the asset carries the latest report");
+        mock.shutdown().await;
+    })
+    .await
+    .expect("test timed out");
+}
+
+#[tokio::test]
+async fn retries_stop_at_the_bound() {
+    tokio::time::timeout(TEST_TIMEOUT, async {
+        let state = tempfile::tempdir().expect("state directory");
+        let faults = aiod_mock::FaultConfig { error_rate: 1.0, seed: Some(1), ..aiod_mock::FaultConfig::default() };
+        let mock = start_mock_with(state.path(), &["platform_lab"], Duration::from_secs(300), faults).await;
+        let mut settings = aiod_settings(&mock, &mock.ca_path, "agent", AGENT_SECRET, "lab");
+        settings.retry = fast_retries(3);
+
+        let error = AiodClient::connect(settings).await.expect_err("every request fails");
+        let message = format!("{error:#}");
+        assert!(message.contains("after 4 attempts"), "{message}");
+        mock.shutdown().await;
+    })
+    .await
+    .expect("test timed out");
+}
+
+#[tokio::test]
+async fn expired_token_is_replaced() {
+    tokio::time::timeout(TEST_TIMEOUT, async {
+        let state = tempfile::tempdir().expect("state directory");
+        let mock =
+            start_mock_with(state.path(), &["platform_lab"], Duration::from_secs(1), aiod_mock::FaultConfig::default())
+                .await;
+        let settings = aiod_settings(&mock, &mock.ca_path, "agent", AGENT_SECRET, "lab");
+        let client = AiodClient::connect(settings).await.expect("client");
+        let body =
+            serde_json::json!({"platform": "lab", "platform_resource_identifier": "node-expiry", "name": "expiry"});
+        let first = client.register("node-expiry", &body).await.expect("first registration");
+
+        // The mock's tokens live one second on its own clock, which a paused
+        // tokio clock cannot advance, so this test waits for real.
+        tokio::time::sleep(Duration::from_millis(1200)).await;
+
+        let second = client.register("node-expiry", &body).await.expect("registration with a fresh token");
+        assert_eq!(first.identifier, second.identifier);
+        assert!(!second.created);
         mock.shutdown().await;
     })
     .await

@@ -7,6 +7,7 @@
 
 pub mod api;
 pub mod auth;
+pub mod faults;
 pub mod store;
 pub mod tls;
 pub mod validate;
@@ -25,6 +26,7 @@ use tokio::sync::watch;
 use tokio_rustls::TlsAcceptor;
 
 pub use auth::Client;
+pub use faults::FaultConfig;
 
 /// How long a TLS handshake may take before the connection is dropped.
 const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
@@ -42,6 +44,8 @@ pub struct MockConfig {
     pub platforms: Vec<String>,
     /// Host names or IP addresses added to a newly generated server certificate.
     pub tls_names: Vec<String>,
+    /// Faults to inject into responses; none by default.
+    pub faults: FaultConfig,
 }
 
 /// A running mock. Dropping it does not stop the server; call [`RunningMock::shutdown`].
@@ -91,7 +95,10 @@ pub async fn start(config: MockConfig) -> anyhow::Result<RunningMock> {
     });
     let (shutdown, mut stopped) = watch::channel(false);
     let acceptor = TlsAcceptor::from(tls_config);
-    let service = warp::service(api::routes(state));
+    if config.faults.is_active() {
+        tracing::warn!(faults = ?config.faults, "fault injection is on");
+    }
+    let service = faults::FaultInjector::new(config.faults.clone()).wrap(warp::service(api::routes(state)));
 
     let task = tokio::spawn(async move {
         loop {

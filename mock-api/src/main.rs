@@ -50,6 +50,22 @@ struct ServeArgs {
     /// Extra DNS name or IP address for a newly generated server certificate (repeatable).
     #[arg(long = "tls-name", value_name = "NAME")]
     tls_names: Vec<String>,
+
+    /// Fault injection: delay added to every request, in milliseconds.
+    #[arg(long, default_value_t = 0)]
+    latency_ms: u64,
+
+    /// Fault injection: share of requests (0.0-1.0) answered 500 or 503 without being processed.
+    #[arg(long, default_value_t = 0.0)]
+    error_rate: f64,
+
+    /// Fault injection: share of requests (0.0-1.0) whose connection is dropped after processing.
+    #[arg(long, default_value_t = 0.0)]
+    drop_rate: f64,
+
+    /// Fault injection: seed of the fault sequence, for repeatable runs [default: random].
+    #[arg(long)]
+    fault_seed: Option<u64>,
 }
 
 fn main() -> ExitCode {
@@ -75,6 +91,16 @@ fn main() -> ExitCode {
         eprintln!("error: --platform `{bad}` is invalid; platform names are 1-64 lowercase characters");
         return ExitCode::from(64);
     }
+    let faults = aiod_mock::FaultConfig {
+        latency: Duration::from_millis(args.latency_ms),
+        error_rate: args.error_rate,
+        drop_rate: args.drop_rate,
+        seed: args.fault_seed,
+    };
+    if let Err(message) = faults.validate() {
+        eprintln!("error: {message}");
+        return ExitCode::from(64);
+    }
     if args.clients.is_empty() {
         tracing::warn!("no --client given: the token endpoint will refuse every request");
     }
@@ -94,6 +120,7 @@ fn main() -> ExitCode {
         auto_publish: args.auto_publish,
         platforms: args.platforms,
         tls_names: args.tls_names,
+        faults,
     };
     runtime.block_on(async move {
         let mock = match aiod_mock::start(config).await {

@@ -3,18 +3,21 @@
 //! `platform_resource_identifier`).
 
 mod asset;
+mod http;
 pub mod tls;
 
 use std::path::PathBuf;
+use std::sync::Mutex;
 use std::time::Duration;
 
 use anyhow::Context as _;
-use reqwest::StatusCode;
+use reqwest::{Method, StatusCode};
 use secrecy::{ExposeSecret as _, SecretString};
-use serde::Deserialize;
 use serde_json::Value;
+use tracing::Instrument as _;
 
 pub use asset::{asset_body, machine_resource_identifier};
+pub use http::{ApiError, RequestError, RetryPolicy};
 
 /// Largest page the list routes serve.
 const PAGE_LIMIT: usize = 1000;
@@ -33,6 +36,7 @@ pub struct AiodSettings {
     /// The connector platform name; the client needs the `platform_<name>` role.
     pub platform: String,
     pub request_timeout: Duration,
+    pub retry: RetryPolicy,
 }
 
 /// The outcome of a register-or-update.
@@ -43,55 +47,21 @@ pub struct Registration {
     pub created: bool,
 }
 
-/// An error response of the API, with the parts worth showing.
-#[derive(Debug, Clone)]
-pub struct ApiError {
-    pub status: StatusCode,
-    pub detail: Value,
-    /// The `reference` id the server logs with the error.
-    pub reference: Option<String>,
-}
-
-impl ApiError {
-    fn detail_text(&self) -> String {
-        match &self.detail {
-            Value::String(text) => text.clone(),
-            Value::Array(items) => items
-                .iter()
-                .map(|item| {
-                    let location: Vec<String> = item["loc"]
-                        .as_array()
-                        .map(|parts| parts.iter().map(|part| part.to_string().trim_matches('"').to_owned()).collect())
-                        .unwrap_or_default();
-                    format!("{}: {}", location.join("."), item["msg"].as_str().unwrap_or("invalid"))
-                })
-                .collect::<Vec<_>>()
-                .join("; "),
-            Value::Null => String::new(),
-            other => other.to_string(),
-        }
-    }
-}
-
 /// A connected client: an HTTPS client and a token.
 #[derive(Debug)]
 pub struct AiodClient {
     http: reqwest::Client,
     settings: AiodSettings,
-    token: SecretString,
-}
-
-#[derive(Deserialize)]
-struct TokenResponse {
-    access_token: String,
+    /// Replaced when the API rejects it (an expired token answers 401).
+    token: Mutex<SecretString>,
 }
 
 impl AiodClient {
     /// Builds the HTTPS client and fetches a token.
     pub async fn connect(settings: AiodSettings) -> anyhow::Result<Self> {
         let http = tls::http_client(settings.ca_cert.as_deref(), settings.request_timeout)?;
-        let token = fetch_token(&http, &settings).await?;
-        Ok(Self { http, settings, token })
+        let token = http::fetch_token(&http, &settings).await?;
+        Ok(Self { http, settings, token: Mutex::new(token) })
     }
 
     pub fn settings(&self) -> &AiodSettings {
@@ -104,8 +74,10 @@ impl AiodClient {
     pub async fn register(&self, resource_identifier: &str, body: &Value) -> anyhow::Result<Registration> {
         let span =
             tracing::info_span!("aiod.register", platform = %self.settings.platform, resource = %resource_identifier);
-        let _entered = span.enter();
+        self.register_inner(body, resource_identifier).instrument(span).await
+    }
 
+    async fn register_inner(&self, body: &Value, resource_identifier: &str) -> anyhow::Result<Registration> {
         if let Some(identifier) = self.find(resource_identifier).await? {
             self.put(&identifier, body).await?;
             tracing::info!(%identifier, "asset updated");
@@ -137,8 +109,8 @@ impl AiodClient {
         let url = format!("{}/platforms/{}/computational_assets", self.api(), self.settings.platform);
         let mut offset = 0;
         loop {
-            let request = self.http.get(&url).query(&[("offset", offset), ("limit", PAGE_LIMIT)]);
-            let page: Vec<Value> = self.send(request, "list the platform's computational assets").await?;
+            let page_url = format!("{url}?offset={offset}&limit={PAGE_LIMIT}");
+            let page: Vec<Value> = self.fetch(&page_url, false, "list the platform's computational assets").await?;
             let count = page.len();
             for asset in page {
                 if asset["platform_resource_identifier"].as_str() == Some(resource_identifier) {
@@ -156,9 +128,7 @@ impl AiodClient {
     /// Needs the `create_platforms` role, which connectors usually lack.
     pub async fn create_platform(&self, name: &str) -> anyhow::Result<()> {
         let url = format!("{}/platforms", self.api());
-        let request =
-            self.http.post(url).bearer_auth(self.token.expose_secret()).json(&serde_json::json!({"name": name}));
-        match self.raw(request).await {
+        match self.call(Method::POST, &url, Some(&serde_json::json!({"name": name})), true).await {
             Ok(_) => Ok(()),
             Err(RequestError::Api(error)) if error.status == StatusCode::CONFLICT => Ok(()),
             Err(error) => Err(self.explain(&format!("register platform `{name}`"), &error)),
@@ -168,41 +138,103 @@ impl AiodClient {
     /// Reads one asset back.
     pub async fn get(&self, identifier: &str) -> anyhow::Result<Value> {
         let url = format!("{}/computational_assets/{identifier}", self.api());
-        self.send(self.http.get(url).bearer_auth(self.token.expose_secret()), "read the computational asset").await
+        self.fetch(&url, true, "read the computational asset").await
     }
 
     async fn post(&self, body: &Value) -> Result<String, RequestError> {
         let url = format!("{}/computational_assets", self.api());
-        let response = self.raw(self.http.post(url).bearer_auth(self.token.expose_secret()).json(body)).await?;
-        response["identifier"]
-            .as_str()
-            .map(str::to_owned)
-            .ok_or_else(|| RequestError::Transport("the POST response has no `identifier`".to_owned()))
+        let response = self.call(Method::POST, &url, Some(body), true).await?;
+        response["identifier"].as_str().map(str::to_owned).ok_or_else(|| RequestError::Transport {
+            message: "the POST response has no `identifier`".to_owned(),
+            retryable: false,
+        })
     }
 
     async fn put(&self, identifier: &str, body: &Value) -> anyhow::Result<()> {
         let url = format!("{}/computational_assets/{identifier}", self.api());
-        self.raw(self.http.put(url).bearer_auth(self.token.expose_secret()).json(body))
+        self.call(Method::PUT, &url, Some(body), true)
             .await
             .map(|_| ())
             .map_err(|error| self.explain(&format!("update computational asset {identifier}"), &error))
     }
 
-    async fn send<T: serde::de::DeserializeOwned>(
+    async fn fetch<T: serde::de::DeserializeOwned>(
         &self,
-        request: reqwest::RequestBuilder,
+        url: &str,
+        authorized: bool,
         operation: &str,
     ) -> anyhow::Result<T> {
-        let value = self.raw(request).await.map_err(|error| self.explain(operation, &error))?;
+        let value =
+            self.call(Method::GET, url, None, authorized).await.map_err(|error| self.explain(operation, &error))?;
         serde_json::from_value(value).with_context(|| format!("failed to {operation}: unexpected response shape"))
     }
 
-    /// Sends a request and returns the JSON response body, or the failure.
-    async fn raw(&self, request: reqwest::RequestBuilder) -> Result<Value, RequestError> {
-        let response =
-            request.header(reqwest::header::ACCEPT, "application/json").send().await.map_err(transport_error)?;
+    /// Sends a request and returns the JSON response body. Failures that may
+    /// pass are retried with backoff, and a 401 on an authorized request
+    /// fetches a new token once, because tokens expire.
+    async fn call(
+        &self,
+        method: Method,
+        url: &str,
+        body: Option<&Value>,
+        authorized: bool,
+    ) -> Result<Value, RequestError> {
+        let mut retry = 0;
+        let mut token_refreshed = false;
+        loop {
+            let result = self.send_once(method.clone(), url, body, authorized).await;
+            match result {
+                Err(RequestError::Api(error))
+                    if error.status == StatusCode::UNAUTHORIZED && authorized && !token_refreshed =>
+                {
+                    token_refreshed = true;
+                    tracing::info!(%url, "access token rejected; fetching a new one");
+                    let token = http::fetch_token(&self.http, &self.settings)
+                        .await
+                        .map_err(|error| RequestError::Transport { message: format!("{error:#}"), retryable: false })?;
+                    if let Ok(mut current) = self.token.lock() {
+                        *current = token;
+                    }
+                }
+                Err(error) if error.is_retryable() && retry < self.settings.retry.max_retries => {
+                    let delay = self.settings.retry.delay(retry);
+                    retry += 1;
+                    tracing::debug!(%method, %url, error = %error.message(), retry, delay_ms = delay.as_millis() as u64, "retrying request");
+                    tokio::time::sleep(delay).await;
+                }
+                Err(error) if error.is_retryable() && retry > 0 => {
+                    return Err(RequestError::Transport {
+                        message: format!("gave up after {} attempts: {}", retry + 1, error.message()),
+                        retryable: false,
+                    });
+                }
+                other => return other,
+            }
+        }
+    }
+
+    async fn send_once(
+        &self,
+        method: Method,
+        url: &str,
+        body: Option<&Value>,
+        authorized: bool,
+    ) -> Result<Value, RequestError> {
+        let mut request = self.http.request(method, url).header(reqwest::header::ACCEPT, "application/json");
+        if authorized {
+            let token = match self.token.lock() {
+                Ok(token) => token.expose_secret().to_owned(),
+                Err(_) => String::new(),
+            };
+            request = request.bearer_auth(token);
+        }
+        if let Some(body) = body {
+            request = request.json(body);
+        }
+
+        let response = request.send().await.map_err(http::transport_error)?;
         let status = response.status();
-        let bytes = response.bytes().await.map_err(transport_error)?;
+        let bytes = response.bytes().await.map_err(http::transport_error)?;
         let body: Value = serde_json::from_slice(&bytes).unwrap_or(Value::Null);
         if status.is_success() {
             return Ok(body);
@@ -221,7 +253,7 @@ impl AiodClient {
     /// Turns a failed request into a message that says what to do next.
     fn explain(&self, operation: &str, error: &RequestError) -> anyhow::Error {
         let error = match error {
-            RequestError::Transport(message) => return anyhow::anyhow!("failed to {operation}: {message}"),
+            RequestError::Transport { message, .. } => return anyhow::anyhow!("failed to {operation}: {message}"),
             RequestError::Api(error) => error,
         };
         let platform = &self.settings.platform;
@@ -251,76 +283,6 @@ impl AiodClient {
     }
 }
 
-/// The failure of a request that got no successful response.
-#[derive(Debug, Clone)]
-pub enum RequestError {
-    /// No HTTP response: connection, TLS or timeout failure.
-    Transport(String),
-    /// An HTTP error response.
-    Api(ApiError),
-}
-
-fn transport_error(error: reqwest::Error) -> RequestError {
-    let message = match tls::certificate_error(&error) {
-        Some(reason) => format!(
-            "TLS certificate verification failed ({reason}): the server's certificate does not chain to the trusted CA; \
-             pass the CA that signed it with --ca-cert"
-        ),
-        None => error_chain(&error),
-    };
-    RequestError::Transport(message)
-}
-
-fn error_chain(error: &dyn std::error::Error) -> String {
-    let mut parts = vec![error.to_string()];
-    let mut current = error.source();
-    while let Some(cause) = current {
-        parts.push(cause.to_string());
-        current = cause.source();
-    }
-    parts.dedup();
-    parts.join(": ")
-}
-
-/// Fetches an access token with the client-credentials grant.
-async fn fetch_token(http: &reqwest::Client, settings: &AiodSettings) -> anyhow::Result<SecretString> {
-    let form = [
-        ("grant_type", "client_credentials"),
-        ("client_id", settings.client_id.as_str()),
-        ("client_secret", settings.client_secret.expose_secret()),
-        ("scope", "openid profile roles"),
-    ];
-    let response = http.post(&settings.token_url).form(&form).send().await.map_err(|error| {
-        let message = match transport_error(error) {
-            RequestError::Transport(message) => message,
-            RequestError::Api(error) => error.detail_text(),
-        };
-        anyhow::anyhow!("failed to obtain a token from {}: {message}", settings.token_url)
-    })?;
-    let status = response.status();
-    if status == StatusCode::UNAUTHORIZED || status == StatusCode::BAD_REQUEST {
-        let body: Value = response.json().await.unwrap_or(Value::Null);
-        anyhow::bail!(
-            "the token endpoint {} rejected client `{}`: {} ({}); check --client-id and the secret in --client-secret-file",
-            settings.token_url,
-            settings.client_id,
-            body["error_description"].as_str().unwrap_or("no description"),
-            body["error"].as_str().unwrap_or("no error code"),
-        );
-    }
-    anyhow::ensure!(
-        status.is_success(),
-        "the token endpoint {} responded with HTTP {}",
-        settings.token_url,
-        status.as_u16()
-    );
-    let token: TokenResponse = response
-        .json()
-        .await
-        .with_context(|| format!("the token endpoint {} responded without an access_token", settings.token_url))?;
-    Ok(SecretString::from(token.access_token))
-}
-
 /// Reads `identifier=comp_…` out of a 409 detail.
 fn conflicting_identifier(detail: &str) -> Option<String> {
     let start = detail.find("identifier=")? + "identifier=".len();
@@ -338,15 +300,5 @@ mod tests {
                       with identifier=comp_Xk3f9QpL2mN8vR4tY7wB1cDe.";
         assert_eq!(conflicting_identifier(detail).as_deref(), Some("comp_Xk3f9QpL2mN8vR4tY7wB1cDe"));
         assert_eq!(conflicting_identifier("no id here"), None);
-    }
-
-    #[test]
-    fn validation_detail_lists_fields() {
-        let error = ApiError {
-            status: StatusCode::UNPROCESSABLE_ENTITY,
-            detail: serde_json::json!([{"loc": ["body", "name"], "msg": "field required", "type": "value_error.missing"}]),
-            reference: None,
-        };
-        assert_eq!(error.detail_text(), "body.name: field required");
     }
 }
