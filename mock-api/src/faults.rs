@@ -18,7 +18,7 @@ use warp::Reply as _;
 pub struct FaultConfig {
     /// Added to every request before it is handled.
     pub latency: Duration,
-    /// Share of requests (0.0 to 1.0) answered with 500 or 503 without being processed.
+    /// Share of requests (0.0 to 1.0) that get a 500 or 503 response without being processed.
     pub error_rate: f64,
     /// Share of requests (0.0 to 1.0) whose connection is closed after the
     /// request was processed, so the client sees a reset instead of a response.

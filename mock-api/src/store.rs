@@ -117,6 +117,8 @@ pub struct Platform {
 pub struct Catalogue {
     pub assets: Vec<Asset>,
     pub platforms: Vec<Platform>,
+    /// Every asset `type` ever stored, as `/computational_asset_types` lists them.
+    pub types: std::collections::BTreeSet<String>,
 }
 
 impl Default for Catalogue {
@@ -126,7 +128,7 @@ impl Default for Catalogue {
             .enumerate()
             .map(|(index, name)| Platform { identifier: index as u64 + 1, name: (*name).to_owned() })
             .collect();
-        Self { assets: Vec::new(), platforms }
+        Self { assets: Vec::new(), platforms, types: std::collections::BTreeSet::new() }
     }
 }
 
@@ -136,11 +138,17 @@ impl Catalogue {
         let mut catalogue = Self::default();
         for name in extra {
             if !catalogue.platform_exists(name) {
-                let identifier = catalogue.platforms.len() as u64 + 1;
-                catalogue.platforms.push(Platform { identifier, name: name.clone() });
+                catalogue.add_platform(name);
             }
         }
         catalogue
+    }
+
+    /// Adds a platform with the next free identifier and returns it.
+    pub fn add_platform(&mut self, name: &str) -> u64 {
+        let identifier = self.platforms.iter().map(|platform| platform.identifier).max().unwrap_or(0) + 1;
+        self.platforms.push(Platform { identifier, name: name.to_owned() });
+        identifier
     }
 
     /// Generates `comp_` followed by 24 alphanumerics, unique in the catalogue.

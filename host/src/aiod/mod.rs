@@ -52,7 +52,7 @@ pub struct Registration {
 pub struct AiodClient {
     http: reqwest::Client,
     settings: AiodSettings,
-    /// Replaced when the API rejects it (an expired token answers 401).
+    /// Replaced when the API rejects it with 401, as it does once the token expires.
     token: Mutex<SecretString>,
 }
 
@@ -250,7 +250,7 @@ impl AiodClient {
         self.settings.api_url.trim_end_matches('/')
     }
 
-    /// Turns a failed request into a message that says what to do next.
+    /// Turns a failed request into a message that tells the operator what to do next.
     fn explain(&self, operation: &str, error: &RequestError) -> anyhow::Error {
         let error = match error {
             RequestError::Transport { message, .. } => return anyhow::anyhow!("failed to {operation}: {message}"),

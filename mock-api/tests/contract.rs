@@ -1,0 +1,555 @@
+//! The mock's public HTTPS interface against the behaviour of the real AIoD
+//! server: status codes, error bodies, visibility and write rules.
+
+use std::time::Duration;
+
+use aiod_mock::{Client, FaultConfig, MockConfig, RunningMock};
+use reqwest::{Method, StatusCode};
+use serde_json::{Value, json};
+
+/// Bounds every test so a missing response fails instead of hanging.
+const TEST_TIMEOUT: Duration = Duration::from_secs(120);
+
+struct Harness {
+    mock: RunningMock,
+    http: reqwest::Client,
+    _state: tempfile::TempDir,
+}
+
+impl Harness {
+    async fn start(auto_publish: bool) -> Self {
+        let _ = rustls::crypto::ring::default_provider().install_default();
+        let state = tempfile::tempdir().expect("state directory");
+        let client = |spec: &str| spec.parse::<Client>().expect("client spec");
+        let mock = aiod_mock::start(MockConfig {
+            listen: "127.0.0.1:0".parse().expect("loopback address"),
+            state_dir: state.path().to_path_buf(),
+            clients: vec![
+                client("lab-connector:s1:platform_lab"),
+                client("other-connector:s2:platform_other"),
+                client("alice:s3:"),
+                client("bob:s4:"),
+                client("admin:s5:create_platforms,update_platforms,delete_platforms,update_computational_assets"),
+            ],
+            token_lifetime: Duration::from_secs(300),
+            auto_publish,
+            platforms: vec!["lab".to_owned()],
+            tls_names: Vec::new(),
+            faults: FaultConfig::default(),
+        })
+        .await
+        .expect("mock starts");
+        let ca = reqwest::Certificate::from_pem(mock.ca_pem.as_bytes()).expect("CA certificate");
+        let http = reqwest::Client::builder()
+            .tls_certs_only([ca])
+            .redirect(reqwest::redirect::Policy::none())
+            .build()
+            .expect("HTTPS client");
+        Self { mock, http, _state: state }
+    }
+
+    async fn token(&self, client_id: &str, secret: &str) -> String {
+        let form = [("grant_type", "client_credentials"), ("client_id", client_id), ("client_secret", secret)];
+        let response = self.http.post(self.mock.token_url()).form(&form).send().await.expect("token request");
+        assert_eq!(response.status(), StatusCode::OK);
+        let body: Value = response.json().await.expect("token body");
+        body["access_token"].as_str().expect("access_token").to_owned()
+    }
+
+    async fn send(&self, method: Method, path: &str, token: Option<&str>, body: Option<Value>) -> (StatusCode, Value) {
+        let mut request = self.http.request(method, format!("{}{path}", self.mock.base_url()));
+        if let Some(token) = token {
+            request = request.bearer_auth(token);
+        }
+        if let Some(body) = body {
+            request = request.json(&body);
+        }
+        let response = request.send().await.expect("request");
+        let status = response.status();
+        let bytes = response.bytes().await.expect("response body");
+        (status, serde_json::from_slice(&bytes).unwrap_or(Value::Null))
+    }
+
+    async fn post_asset(&self, token: &str, body: Value) -> (StatusCode, Value) {
+        self.send(Method::POST, "/computational_assets", Some(token), Some(body)).await
+    }
+
+    async fn stop(self) {
+        self.mock.shutdown().await;
+    }
+}
+
+fn connector_body(resource_identifier: &str) -> Value {
+    json!({"platform": "lab", "platform_resource_identifier": resource_identifier, "name": "node", "type": "Compute Node"})
+}
+
+fn assert_detail(body: &Value, expected: &str) {
+    assert_eq!(body["detail"].as_str(), Some(expected), "body: {body}");
+    let reference = body["reference"].as_str().expect("reference");
+    assert_eq!(reference.len(), 32, "reference is a 32-hex uuid4: {reference}");
+}
+
+async fn within_timeout(test: impl std::future::Future<Output = ()>) {
+    tokio::time::timeout(TEST_TIMEOUT, test).await.expect("test timed out");
+}
+
+#[tokio::test]
+async fn connector_post_publishes_immediately() {
+    within_timeout(async {
+        let harness = Harness::start(false).await;
+        let token = harness.token("lab-connector", "s1").await;
+
+        let (status, body) = harness.post_asset(&token, connector_body("pid-1")).await;
+        assert_eq!(status, StatusCode::OK);
+        let identifier = body["identifier"].as_str().expect("identifier").to_owned();
+        assert!(identifier.starts_with("comp_"));
+        assert_eq!(identifier.len(), 29);
+        assert!(identifier[5..].chars().all(|c| c.is_ascii_alphanumeric()));
+
+        let (status, asset) =
+            harness.send(Method::GET, &format!("/computational_assets/{identifier}"), None, None).await;
+        assert_eq!(status, StatusCode::OK);
+        assert_eq!(asset["aiod_entry"]["status"], "published");
+        assert_eq!(asset["type"], "compute node", "type is lowercased");
+        assert_eq!(asset["ai_resource_identifier"], asset["identifier"]);
+        assert_eq!(asset["ai_asset_identifier"], asset["identifier"]);
+        assert_eq!(asset["keyword"], json!([]), "empty lists are kept");
+        assert!(asset.get("version").is_none(), "null fields are left out");
+        harness.stop().await;
+    })
+    .await;
+}
+
+#[tokio::test]
+async fn prefixes_serve_the_same_routes() {
+    within_timeout(async {
+        let harness = Harness::start(false).await;
+        let token = harness.token("lab-connector", "s1").await;
+        let (_, body) = harness.post_asset(&token, connector_body("pid-prefix")).await;
+        let identifier = body["identifier"].as_str().expect("identifier");
+
+        for prefix in ["", "/v2", "/v3"] {
+            let (status, asset) =
+                harness.send(Method::GET, &format!("{prefix}/computational_assets/{identifier}"), None, None).await;
+            assert_eq!(status, StatusCode::OK, "prefix {prefix:?}");
+            assert_eq!(asset["identifier"], identifier);
+        }
+        harness.stop().await;
+    })
+    .await;
+}
+
+#[tokio::test]
+async fn missing_and_invalid_tokens_get_401() {
+    within_timeout(async {
+        let harness = Harness::start(false).await;
+        let (status, body) = harness.send(Method::POST, "/computational_assets", None, Some(connector_body("x"))).await;
+        assert_eq!(status, StatusCode::UNAUTHORIZED);
+        assert_detail(&body, "No token found - This endpoint requires authorization. You need to be logged in.");
+
+        let (status, body) = harness.post_asset("not-a-token", connector_body("x")).await;
+        assert_eq!(status, StatusCode::UNAUTHORIZED);
+        assert_detail(&body, "Invalid authentication token");
+        harness.stop().await;
+    })
+    .await;
+}
+
+#[tokio::test]
+async fn token_endpoint_rejects_bad_requests() {
+    within_timeout(async {
+        let harness = Harness::start(false).await;
+        let url = harness.mock.token_url();
+        let cases = [
+            (
+                vec![("grant_type", "client_credentials"), ("client_id", "alice"), ("client_secret", "wrong")],
+                401,
+                "invalid_client",
+            ),
+            (
+                vec![("grant_type", "password"), ("client_id", "alice"), ("client_secret", "s3")],
+                400,
+                "unsupported_grant_type",
+            ),
+            (vec![("client_id", "alice"), ("client_secret", "s3")], 400, "invalid_request"),
+        ];
+        for (form, status, error) in cases {
+            let response = harness.http.post(&url).form(&form).send().await.expect("token request");
+            assert_eq!(response.status().as_u16(), status, "{form:?}");
+            let body: Value = response.json().await.expect("error body");
+            assert_eq!(body["error"], error, "{form:?}");
+        }
+        harness.stop().await;
+    })
+    .await;
+}
+
+#[tokio::test]
+async fn platform_rules_for_users_and_connectors() {
+    within_timeout(async {
+        let harness = Harness::start(false).await;
+        let user = harness.token("alice", "s3").await;
+        let connector = harness.token("lab-connector", "s1").await;
+        let other = harness.token("other-connector", "s2").await;
+
+        let (status, body) = harness.post_asset(&user, connector_body("pid")).await;
+        assert_eq!(status, StatusCode::FORBIDDEN);
+        assert_detail(&body, "No permission to set platform or platform resource identifier.");
+
+        let (status, body) = harness.post_asset(&other, connector_body("pid")).await;
+        assert_eq!(status, StatusCode::FORBIDDEN);
+        assert_detail(&body, "No permission to upload assets for lab platform.");
+
+        let (status, body) = harness.post_asset(&connector, json!({"platform": "lab", "name": "x"})).await;
+        assert_eq!(status, StatusCode::FORBIDDEN);
+        assert_detail(&body, "Platform resource identifier may not be none.");
+
+        let (status, body) = harness.post_asset(&connector, json!({"platform_resource_identifier": "p", "name": "x"})).await;
+        assert_eq!(status, StatusCode::BAD_REQUEST);
+        assert_detail(&body, "If platform is NULL, platform_resource_identifier should also be NULL, and vice versa.");
+
+        let other_body = json!({"platform": "other", "platform_resource_identifier": "p", "name": "x"});
+        let (status, body) = harness.post_asset(&other, other_body).await;
+        assert_eq!(status, StatusCode::PRECONDITION_FAILED);
+        assert_detail(&body, "Platform other does not exist. You can register it using the POST platforms endpoint.");
+
+        let (status, first) = harness.post_asset(&connector, connector_body("dup")).await;
+        assert_eq!(status, StatusCode::OK);
+        let (status, body) = harness.post_asset(&connector, connector_body("dup")).await;
+        assert_eq!(status, StatusCode::CONFLICT);
+        let expected = format!(
+            "There already exists a computational_asset with the same platform and platform_resource_identifier, with identifier={}.",
+            first["identifier"].as_str().expect("identifier")
+        );
+        assert_detail(&body, &expected);
+        harness.stop().await;
+    })
+    .await;
+}
+
+#[tokio::test]
+async fn user_drafts_are_private() {
+    within_timeout(async {
+        let harness = Harness::start(false).await;
+        let alice = harness.token("alice", "s3").await;
+        let bob = harness.token("bob", "s4").await;
+
+        let (status, body) = harness.post_asset(&alice, json!({"name": "draft"})).await;
+        assert_eq!(status, StatusCode::OK);
+        let identifier = body["identifier"].as_str().expect("identifier").to_owned();
+        let path = format!("/computational_assets/{identifier}");
+
+        let (status, body) = harness.send(Method::GET, &path, None, None).await;
+        assert_eq!(status, StatusCode::UNAUTHORIZED);
+        assert_detail(&body, "This asset is not published. It requires authentication to access.");
+
+        let (status, body) = harness.send(Method::GET, &path, Some(&bob), None).await;
+        assert_eq!(status, StatusCode::FORBIDDEN);
+        assert_detail(&body, "You are not allowed to view this resource.");
+
+        let (status, asset) = harness.send(Method::GET, &path, Some(&alice), None).await;
+        assert_eq!(status, StatusCode::OK);
+        assert_eq!(asset["aiod_entry"]["status"], "draft");
+        assert_eq!(asset["platform"], "aiod");
+        assert_eq!(asset["platform_resource_identifier"], identifier.as_str());
+
+        let (_, list) = harness.send(Method::GET, "/computational_assets", None, None).await;
+        assert_eq!(list, json!([]), "drafts are not listed");
+        let (_, count) = harness.send(Method::GET, "/counts/computational_assets", None, None).await;
+        assert_eq!(count, json!(0), "drafts are not counted");
+        harness.stop().await;
+    })
+    .await;
+}
+
+#[tokio::test]
+async fn auto_publish_publishes_user_assets() {
+    within_timeout(async {
+        let harness = Harness::start(true).await;
+        let alice = harness.token("alice", "s3").await;
+        let (_, body) = harness.post_asset(&alice, json!({"name": "published"})).await;
+        let identifier = body["identifier"].as_str().expect("identifier");
+        let (status, asset) =
+            harness.send(Method::GET, &format!("/computational_assets/{identifier}"), None, None).await;
+        assert_eq!(status, StatusCode::OK);
+        assert_eq!(asset["aiod_entry"]["status"], "published");
+        harness.stop().await;
+    })
+    .await;
+}
+
+#[tokio::test]
+async fn put_replaces_the_whole_asset() {
+    within_timeout(async {
+        let harness = Harness::start(false).await;
+        let connector = harness.token("lab-connector", "s1").await;
+        let bob = harness.token("bob", "s4").await;
+        let mut body = connector_body("pid-put");
+        body["version"] = json!("1");
+        body["description"] = json!({"plain": "old", "html": "<p>old</p>"});
+        let (_, created) = harness.post_asset(&connector, body).await;
+        let path = format!("/computational_assets/{}", created["identifier"].as_str().expect("identifier"));
+
+        let (status, body) = harness.send(Method::PUT, &path, Some(&bob), Some(connector_body("pid-put"))).await;
+        assert_eq!(status, StatusCode::FORBIDDEN);
+        assert_detail(&body, "You do not have permission to edit computational_assets.");
+
+        let (status, body) = harness.send(Method::PUT, &path, Some(&connector), Some(connector_body("pid-put"))).await;
+        assert_eq!(status, StatusCode::OK);
+        assert_eq!(body, Value::Null, "PUT returns null");
+
+        let (_, asset) = harness.send(Method::GET, &path, None, None).await;
+        assert!(asset.get("version").is_none(), "an omitted scalar is cleared");
+        assert_eq!(asset["description"]["plain"], "old", "an omitted description keeps its value");
+
+        let (status, _) =
+            harness.send(Method::PUT, &path, Some(&connector), Some(json!({"name": "no platform"}))).await;
+        assert_eq!(status, StatusCode::OK);
+        let (_, asset) = harness.send(Method::GET, &path, None, None).await;
+        assert!(asset.get("platform").is_none(), "a PUT without platform fields clears them");
+        harness.stop().await;
+    })
+    .await;
+}
+
+#[tokio::test]
+async fn put_onto_another_pair_conflicts() {
+    within_timeout(async {
+        let harness = Harness::start(false).await;
+        let connector = harness.token("lab-connector", "s1").await;
+        let (_, first) = harness.post_asset(&connector, connector_body("a")).await;
+        let (_, second) = harness.post_asset(&connector, connector_body("b")).await;
+        let path = format!("/computational_assets/{}", second["identifier"].as_str().expect("identifier"));
+
+        let (status, body) = harness.send(Method::PUT, &path, Some(&connector), Some(connector_body("a"))).await;
+        assert_eq!(status, StatusCode::CONFLICT);
+        assert!(
+            body["detail"]
+                .as_str()
+                .expect("detail")
+                .ends_with(&format!("identifier={}.", first["identifier"].as_str().expect("identifier")))
+        );
+        harness.stop().await;
+    })
+    .await;
+}
+
+#[tokio::test]
+async fn delete_is_soft_and_frees_the_pair() {
+    within_timeout(async {
+        let harness = Harness::start(false).await;
+        let connector = harness.token("lab-connector", "s1").await;
+        let bob = harness.token("bob", "s4").await;
+        let (_, created) = harness.post_asset(&connector, connector_body("pid-del")).await;
+        let identifier = created["identifier"].as_str().expect("identifier").to_owned();
+        let path = format!("/computational_assets/{identifier}");
+
+        let (status, body) = harness.send(Method::DELETE, &path, Some(&bob), None).await;
+        assert_eq!(status, StatusCode::FORBIDDEN);
+        assert_detail(&body, "You do not have permission to delete computational_assets.");
+
+        let (status, body) = harness.send(Method::DELETE, &path, Some(&connector), None).await;
+        assert_eq!(status, StatusCode::OK);
+        assert_eq!(body, Value::Null);
+
+        let (status, body) = harness.send(Method::GET, &path, None, None).await;
+        assert_eq!(status, StatusCode::NOT_FOUND);
+        assert_detail(
+            &body,
+            &format!("Computational_asset '{identifier}' not found in the database, because it was deleted."),
+        );
+
+        let (status, again) = harness.post_asset(&connector, connector_body("pid-del")).await;
+        assert_eq!(status, StatusCode::OK);
+        assert_ne!(again["identifier"], created["identifier"]);
+        harness.stop().await;
+    })
+    .await;
+}
+
+#[tokio::test]
+async fn identifiers_and_routes_are_checked() {
+    within_timeout(async {
+        let harness = Harness::start(false).await;
+
+        let (status, body) = harness.send(Method::GET, "/computational_assets/data_abc", None, None).await;
+        assert_eq!(status, StatusCode::UNPROCESSABLE_ENTITY);
+        assert!(
+            body["detail"]
+                .as_str()
+                .expect("string detail")
+                .starts_with("'data_abc' is not a valid computational_asset identifier")
+        );
+
+        let (status, body) = harness.send(Method::GET, "/computational_assets/comp_doesnotexist", None, None).await;
+        assert_eq!(status, StatusCode::NOT_FOUND);
+        assert_detail(&body, "Computational_asset 'comp_doesnotexist' not found in the database.");
+
+        let (status, body) = harness.send(Method::GET, "/nonexistent", None, None).await;
+        assert_eq!(status, StatusCode::NOT_FOUND);
+        assert_eq!(body["detail"], "Not Found");
+
+        let (status, body) = harness.send(Method::PATCH, "/computational_assets", None, None).await;
+        assert_eq!(status, StatusCode::METHOD_NOT_ALLOWED);
+        assert_eq!(body, json!({"detail": "Method Not Allowed"}));
+
+        let response = harness
+            .http
+            .get(format!("{}/computational_assets/?limit=5", harness.mock.base_url()))
+            .send()
+            .await
+            .expect("request");
+        assert_eq!(response.status(), StatusCode::TEMPORARY_REDIRECT);
+        assert_eq!(response.headers()["location"], "/computational_assets?limit=5");
+        harness.stop().await;
+    })
+    .await;
+}
+
+#[tokio::test]
+async fn invalid_bodies_get_pydantic_errors() {
+    within_timeout(async {
+        let harness = Harness::start(false).await;
+        let token = harness.token("lab-connector", "s1").await;
+
+        let (status, body) = harness.post_asset(&token, json!({})).await;
+        assert_eq!(status, StatusCode::UNPROCESSABLE_ENTITY);
+        assert_eq!(
+            body,
+            json!({"detail": [{"loc": ["body", "name"], "msg": "field required", "type": "value_error.missing"}]})
+        );
+
+        let (status, body) = harness.post_asset(&token, json!({"name": "x".repeat(257)})).await;
+        assert_eq!(status, StatusCode::UNPROCESSABLE_ENTITY);
+        assert_eq!(body["detail"][0]["ctx"], json!({"limit_value": 256}));
+
+        let (status, body) =
+            harness.post_asset(&token, json!({"name": "x", "aiod_entry": {"status": "published"}})).await;
+        assert_eq!(status, StatusCode::UNPROCESSABLE_ENTITY);
+        assert_eq!(body["detail"][0]["type"], "value_error.extra");
+
+        let response = harness
+            .http
+            .post(format!("{}/computational_assets", harness.mock.base_url()))
+            .bearer_auth(&token)
+            .header("content-type", "application/json")
+            .body("{\"name\": ")
+            .send()
+            .await
+            .expect("request");
+        assert_eq!(response.status(), StatusCode::UNPROCESSABLE_ENTITY);
+        let body: Value = response.json().await.expect("error body");
+        assert_eq!(body["detail"][0]["type"], "json_invalid");
+        assert_eq!(body["detail"][0]["loc"], json!(["body", 9]));
+
+        let (status, body) = harness.send(Method::GET, "/computational_assets?limit=5000", None, None).await;
+        assert_eq!(status, StatusCode::UNPROCESSABLE_ENTITY);
+        assert_eq!(body["detail"][0]["type"], "value_error.number.not_le");
+        harness.stop().await;
+    })
+    .await;
+}
+
+#[tokio::test]
+async fn oversized_body_gets_413() {
+    within_timeout(async {
+        let harness = Harness::start(false).await;
+        let token = harness.token("lab-connector", "s1").await;
+        let (status, body) =
+            harness.post_asset(&token, json!({"name": "x", "note": [{"value": "y".repeat(2 << 20)}]})).await;
+        assert_eq!(status, StatusCode::PAYLOAD_TOO_LARGE);
+        assert!(body["detail"].as_str().expect("detail").contains("larger than"));
+        harness.stop().await;
+    })
+    .await;
+}
+
+#[tokio::test]
+async fn counts_types_and_platform_lookup() {
+    within_timeout(async {
+        let harness = Harness::start(false).await;
+        let token = harness.token("lab-connector", "s1").await;
+        let admin = harness.token("admin", "s5").await;
+        harness.post_asset(&token, connector_body("c1")).await;
+        harness.post_asset(&token, connector_body("c2")).await;
+
+        let (_, count) = harness.send(Method::GET, "/counts/computational_assets", None, None).await;
+        assert_eq!(count, json!(2));
+        let (_, detailed) = harness.send(Method::GET, "/counts/computational_assets?detailed=true", None, None).await;
+        assert_eq!(detailed, json!({"lab": 2}));
+        let (_, counts) = harness.send(Method::GET, "/counts", None, None).await;
+        assert_eq!(counts, json!({"computational_assets": {"lab": 2}}));
+        let (_, types) = harness.send(Method::GET, "/computational_asset_types", None, None).await;
+        assert_eq!(types, json!(["compute node"]));
+
+        let (status, body) = harness.send(Method::GET, "/platforms/lab/computational_assets/c1", None, None).await;
+        assert_eq!(status, StatusCode::BAD_REQUEST, "only built-in platform names are served");
+        assert_detail(&body, "platform 'lab' not recognized.");
+
+        let (status, listed) = harness.send(Method::GET, "/platforms/lab/computational_assets", None, None).await;
+        assert_eq!(status, StatusCode::OK);
+        assert_eq!(listed.as_array().map(Vec::len), Some(2));
+
+        let (status, body) = harness.send(Method::POST, "/platforms", Some(&admin), Some(json!({"name": "lab"}))).await;
+        assert_eq!(status, StatusCode::CONFLICT);
+        assert_detail(&body, "There already exists a platform with the same name.");
+        let (status, body) = harness.send(Method::POST, "/platforms", Some(&token), Some(json!({"name": "new"}))).await;
+        assert_eq!(status, StatusCode::FORBIDDEN);
+        assert_detail(&body, "You do not have permission to create platforms.");
+        let (status, created) =
+            harness.send(Method::POST, "/platforms", Some(&admin), Some(json!({"name": "new"}))).await;
+        assert_eq!(status, StatusCode::OK);
+        let number = created["identifier"].as_u64().expect("POST returns a number");
+        let (status, platform) = harness.send(Method::GET, &format!("/platforms/{number}"), None, None).await;
+        assert_eq!(status, StatusCode::OK);
+        assert_eq!(platform, json!({"name": "new", "identifier": number.to_string()}));
+        let (status, _) = harness.send(Method::GET, "/platforms/new", None, None).await;
+        assert_eq!(status, StatusCode::NOT_FOUND, "platforms are looked up by number only");
+
+        let (status, me) = harness.send(Method::GET, "/authorization_test", Some(&token), None).await;
+        assert_eq!(status, StatusCode::OK);
+        assert_eq!(me["roles"], json!(["platform_lab"]));
+        harness.stop().await;
+    })
+    .await;
+}
+
+/// Many writers at once: every create gets its own identifier, and racing
+/// creates of one (platform, resource identifier) pair leave one asset.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn concurrent_writers_lose_nothing() {
+    within_timeout(async {
+        let harness = std::sync::Arc::new(Harness::start(false).await);
+        let token = std::sync::Arc::new(harness.token("lab-connector", "s1").await);
+
+        let mut tasks = tokio::task::JoinSet::new();
+        for index in 0..1000 {
+            let harness = std::sync::Arc::clone(&harness);
+            let token = std::sync::Arc::clone(&token);
+            tasks.spawn(async move { harness.post_asset(&token, connector_body(&format!("soak-{index}"))).await });
+        }
+        let mut identifiers = std::collections::BTreeSet::new();
+        while let Some(result) = tasks.join_next().await {
+            let (status, body) = result.expect("task");
+            assert_eq!(status, StatusCode::OK, "{body}");
+            identifiers.insert(body["identifier"].as_str().expect("identifier").to_owned());
+        }
+        assert_eq!(identifiers.len(), 1000, "every writer got a distinct identifier");
+        let (_, count) = harness.send(Method::GET, "/counts/computational_assets", None, None).await;
+        assert_eq!(count, json!(1000));
+
+        let mut racers = tokio::task::JoinSet::new();
+        for _ in 0..50 {
+            let harness = std::sync::Arc::clone(&harness);
+            let token = std::sync::Arc::clone(&token);
+            racers.spawn(async move { harness.post_asset(&token, connector_body("contended")).await.0 });
+        }
+        let mut statuses = Vec::new();
+        while let Some(result) = racers.join_next().await {
+            statuses.push(result.expect("task"));
+        }
+        assert_eq!(statuses.iter().filter(|status| **status == StatusCode::OK).count(), 1);
+        assert_eq!(statuses.iter().filter(|status| **status == StatusCode::CONFLICT).count(), 49);
+    })
+    .await;
+}
