@@ -8,6 +8,7 @@
 pub mod api;
 pub mod auth;
 pub mod faults;
+pub mod persist;
 pub mod store;
 pub mod tls;
 pub mod validate;
@@ -35,7 +36,8 @@ const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
 #[derive(Debug, Clone)]
 pub struct MockConfig {
     pub listen: SocketAddr,
-    /// Holds the TLS material (`ca.pem`, `server.pem`, `server.key`).
+    /// Holds the TLS material (`ca.pem`, `server.pem`, `server.key`) and the
+    /// SQLite state database, so assets, platforms and clients survive a restart.
     pub state_dir: PathBuf,
     pub clients: Vec<Client>,
     pub token_lifetime: Duration,
@@ -88,9 +90,20 @@ pub async fn start(config: MockConfig) -> anyhow::Result<RunningMock> {
         .with_context(|| format!("failed to listen on {}; pick a free address with --listen", config.listen))?;
     let addr = listener.local_addr().context("failed to read the bound address")?;
 
+    let mut database = persist::Database::open(&config.state_dir)?;
+    let clients = database.merge_clients(&config.clients)?;
+    let mut catalogue = database.load_catalogue(store::Catalogue::with_platforms(&config.platforms))?;
+    catalogue.attach(database);
+    tracing::info!(
+        assets = catalogue.assets.len(),
+        platforms = catalogue.platforms.len(),
+        clients = clients.len(),
+        "state loaded"
+    );
+
     let state = Arc::new(api::State {
-        realm: Mutex::new(auth::Realm::new(config.clients.clone(), config.token_lifetime)),
-        catalogue: Mutex::new(store::Catalogue::with_platforms(&config.platforms)),
+        realm: Mutex::new(auth::Realm::new(clients, config.token_lifetime)),
+        catalogue: Mutex::new(catalogue),
         auto_publish: config.auto_publish,
     });
     let (shutdown, mut stopped) = watch::channel(false);

@@ -27,7 +27,7 @@ struct ServeArgs {
     #[arg(long, env = "AIOD_MOCK_LISTEN", default_value = "127.0.0.1:8443")]
     listen: SocketAddr,
 
-    /// Directory for TLS material; a CA (`ca.pem`) and server certificate are generated there on first start.
+    /// Directory for TLS material and the SQLite state; a CA (`ca.pem`) and server certificate are generated there on first start.
     #[arg(long, env = "AIOD_MOCK_STATE_DIR")]
     state_dir: PathBuf,
 

@@ -1,13 +1,15 @@
 //! In-memory catalogue of computational assets and platforms, with the
 //! ownership and visibility rules of the real server.
 //!
-//! NOTE: nothing is persisted yet; a restart starts from the seeded
-//! platforms with no assets.
+//! Writes go through [`Catalogue::write_asset`] and the platform methods,
+//! which store them in the state database first when one is attached.
 
 use chrono::NaiveDateTime;
 use rand::Rng as _;
 use rand::distr::Alphanumeric;
 use serde_json::{Map, Value, json};
+
+use crate::persist::Database;
 
 /// Platforms the real catalogue ships with, in its seeding order.
 pub const BUILT_IN_PLATFORMS: &[&str] =
@@ -119,6 +121,8 @@ pub struct Catalogue {
     pub platforms: Vec<Platform>,
     /// Every asset `type` ever stored, as `/computational_asset_types` lists them.
     pub types: std::collections::BTreeSet<String>,
+    /// Where writes are made durable; `None` keeps everything in memory.
+    database: Option<Database>,
 }
 
 impl Default for Catalogue {
@@ -128,7 +132,7 @@ impl Default for Catalogue {
             .enumerate()
             .map(|(index, name)| Platform { identifier: index as u64 + 1, name: (*name).to_owned() })
             .collect();
-        Self { assets: Vec::new(), platforms, types: std::collections::BTreeSet::new() }
+        Self { assets: Vec::new(), platforms, types: std::collections::BTreeSet::new(), database: None }
     }
 }
 
@@ -138,17 +142,58 @@ impl Catalogue {
         let mut catalogue = Self::default();
         for name in extra {
             if !catalogue.platform_exists(name) {
-                catalogue.add_platform(name);
+                let identifier = catalogue.platforms.iter().map(|platform| platform.identifier).max().unwrap_or(0) + 1;
+                catalogue.platforms.push(Platform { identifier, name: name.clone() });
             }
         }
         catalogue
     }
 
+    /// Attaches the state database that later writes go to.
+    pub fn attach(&mut self, database: Database) {
+        self.database = Some(database);
+    }
+
     /// Adds a platform with the next free identifier and returns it.
-    pub fn add_platform(&mut self, name: &str) -> u64 {
+    pub fn add_platform(&mut self, name: &str) -> anyhow::Result<u64> {
         let identifier = self.platforms.iter().map(|platform| platform.identifier).max().unwrap_or(0) + 1;
-        self.platforms.push(Platform { identifier, name: name.to_owned() });
-        identifier
+        self.write_platform(Platform { identifier, name: name.to_owned() })?;
+        Ok(identifier)
+    }
+
+    /// Stores a new or changed platform, durably first.
+    pub fn write_platform(&mut self, platform: Platform) -> anyhow::Result<()> {
+        if let Some(database) = self.database.as_mut() {
+            database.save_platform(&platform)?;
+        }
+        match self.platforms.iter_mut().find(|known| known.identifier == platform.identifier) {
+            Some(known) => *known = platform,
+            None => self.platforms.push(platform),
+        }
+        Ok(())
+    }
+
+    pub fn remove_platform(&mut self, identifier: u64) -> anyhow::Result<()> {
+        if let Some(database) = self.database.as_mut() {
+            database.delete_platform(identifier)?;
+        }
+        self.platforms.retain(|platform| platform.identifier != identifier);
+        Ok(())
+    }
+
+    /// Stores a new or changed asset, durably first, and records its type.
+    pub fn write_asset(&mut self, asset: Asset) -> anyhow::Result<()> {
+        if let Some(database) = self.database.as_mut() {
+            database.save_asset(&asset)?;
+        }
+        if let Some(kind) = asset.fields.get("type").and_then(Value::as_str) {
+            self.types.insert(kind.to_owned());
+        }
+        match self.assets.iter_mut().find(|known| known.identifier == asset.identifier) {
+            Some(known) => *known = asset,
+            None => self.assets.push(asset),
+        }
+        Ok(())
     }
 
     /// Generates `comp_` followed by 24 alphanumerics, unique in the catalogue.
@@ -177,9 +222,5 @@ impl Catalogue {
 
     pub fn get(&self, identifier: &str) -> Option<&Asset> {
         self.assets.iter().find(|asset| asset.identifier == identifier)
-    }
-
-    pub fn get_mut(&mut self, identifier: &str) -> Option<&mut Asset> {
-        self.assets.iter_mut().find(|asset| asset.identifier == identifier)
     }
 }

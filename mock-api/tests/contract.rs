@@ -13,13 +13,18 @@ const TEST_TIMEOUT: Duration = Duration::from_secs(120);
 struct Harness {
     mock: RunningMock,
     http: reqwest::Client,
-    _state: tempfile::TempDir,
+    state: std::sync::Arc<tempfile::TempDir>,
 }
 
 impl Harness {
     async fn start(auto_publish: bool) -> Self {
+        let state = std::sync::Arc::new(tempfile::tempdir().expect("state directory"));
+        Self::start_in(state, auto_publish).await
+    }
+
+    /// Starts a mock on an existing state directory, as a restart does.
+    async fn start_in(state: std::sync::Arc<tempfile::TempDir>, auto_publish: bool) -> Self {
         let _ = rustls::crypto::ring::default_provider().install_default();
-        let state = tempfile::tempdir().expect("state directory");
         let client = |spec: &str| spec.parse::<Client>().expect("client spec");
         let mock = aiod_mock::start(MockConfig {
             listen: "127.0.0.1:0".parse().expect("loopback address"),
@@ -45,7 +50,7 @@ impl Harness {
             .redirect(reqwest::redirect::Policy::none())
             .build()
             .expect("HTTPS client");
-        Self { mock, http, _state: state }
+        Self { mock, http, state }
     }
 
     async fn token(&self, client_id: &str, secret: &str) -> String {
@@ -550,6 +555,103 @@ async fn concurrent_writers_lose_nothing() {
         }
         assert_eq!(statuses.iter().filter(|status| **status == StatusCode::OK).count(), 1);
         assert_eq!(statuses.iter().filter(|status| **status == StatusCode::CONFLICT).count(), 49);
+    })
+    .await;
+}
+
+#[tokio::test]
+async fn state_survives_restart() {
+    within_timeout(async {
+        let harness = Harness::start(false).await;
+        let token = harness.token("lab-connector", "s1").await;
+        let admin = harness.token("admin", "s5").await;
+        let (_, created) = harness.post_asset(&token, connector_body("persisted")).await;
+        let identifier = created["identifier"].as_str().expect("identifier").to_owned();
+        harness.send(Method::POST, "/platforms", Some(&admin), Some(json!({"name": "added-later"}))).await;
+        let state = std::sync::Arc::clone(&harness.state);
+        harness.stop().await;
+
+        let restarted = Harness::start_in(state, false).await;
+        let (status, asset) =
+            restarted.send(Method::GET, &format!("/computational_assets/{identifier}"), None, None).await;
+        assert_eq!(status, StatusCode::OK);
+        assert_eq!(asset["platform_resource_identifier"], "persisted");
+        let (_, platforms) = restarted.send(Method::GET, "/platforms?limit=100", None, None).await;
+        let names: Vec<&str> = platforms.as_array().expect("list").iter().filter_map(|p| p["name"].as_str()).collect();
+        assert!(names.contains(&"added-later"), "{names:?}");
+        let token = restarted.token("lab-connector", "s1").await;
+        let (status, _) = restarted.post_asset(&token, connector_body("persisted")).await;
+        assert_eq!(status, StatusCode::CONFLICT, "the stored pair still conflicts after a restart");
+        restarted.stop().await;
+    })
+    .await;
+}
+
+/// Starts the `aiod-mock` binary and returns it with its base URL, read from
+/// the line it prints once it listens.
+async fn spawn_mock_process(state_dir: &std::path::Path) -> (tokio::process::Child, String) {
+    use tokio::io::AsyncBufReadExt as _;
+
+    let mut child = tokio::process::Command::new(env!("CARGO_BIN_EXE_aiod-mock"))
+        .args(["serve", "--listen", "127.0.0.1:0", "--platform", "lab", "--client", "lab-connector:s1:platform_lab"])
+        .arg("--state-dir")
+        .arg(state_dir)
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::null())
+        .kill_on_drop(true)
+        .spawn()
+        .expect("start aiod-mock");
+    let stdout = child.stdout.take().expect("stdout");
+    let mut line = String::new();
+    tokio::io::BufReader::new(stdout).read_line(&mut line).await.expect("listening line");
+    let url = line
+        .split_whitespace()
+        .find(|word| word.starts_with("https://"))
+        .unwrap_or_else(|| panic!("no URL in {line:?}"))
+        .to_owned();
+    (child, url)
+}
+
+#[tokio::test]
+async fn answered_write_survives_kill() {
+    within_timeout(async {
+        let _ = rustls::crypto::ring::default_provider().install_default();
+        let state = tempfile::tempdir().expect("state directory");
+        let (mut child, url) = spawn_mock_process(state.path()).await;
+        let ca = std::fs::read(state.path().join("ca.pem")).expect("CA file");
+        let http = reqwest::Client::builder()
+            .tls_certs_only([reqwest::Certificate::from_pem(&ca).expect("CA")])
+            .build()
+            .expect("client");
+
+        let form = [("grant_type", "client_credentials"), ("client_id", "lab-connector"), ("client_secret", "s1")];
+        let token: Value = http
+            .post(format!("{url}/realms/aiod/protocol/openid-connect/token"))
+            .form(&form)
+            .send()
+            .await
+            .expect("token")
+            .json()
+            .await
+            .expect("token body");
+        let token = token["access_token"].as_str().expect("access token");
+        let response = http
+            .post(format!("{url}/computational_assets"))
+            .bearer_auth(token)
+            .json(&connector_body("survivor"))
+            .send()
+            .await
+            .expect("post");
+        assert_eq!(response.status(), StatusCode::OK);
+        let created: Value = response.json().await.expect("post body");
+        // SIGKILL right after the answer: no shutdown code runs.
+        child.kill().await.expect("kill -9");
+
+        let (mut restarted, url) = spawn_mock_process(state.path()).await;
+        let identifier = created["identifier"].as_str().expect("identifier");
+        let response = http.get(format!("{url}/computational_assets/{identifier}")).send().await.expect("get");
+        assert_eq!(response.status(), StatusCode::OK, "the answered write was lost");
+        restarted.kill().await.expect("stop mock");
     })
     .await;
 }

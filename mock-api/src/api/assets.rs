@@ -6,7 +6,7 @@ use serde_json::{Value, json};
 
 use super::{
     ApiError, Reply, Request, State, detail, detail_error, json_response, now, optional_caller, pagination, parse_body,
-    validation_errors,
+    storage_failure, validation_errors,
 };
 use crate::auth::Caller;
 use crate::store::{Asset, BUILT_IN_PLATFORMS, Catalogue, Status};
@@ -226,8 +226,10 @@ pub(super) fn delete(state: &State, caller: &Caller, identifier: &str) -> Reply 
     if !allowed {
         return detail(StatusCode::FORBIDDEN, "You do not have permission to delete computational_assets.");
     }
-    if let Some(asset) = catalogue.get_mut(identifier) {
-        asset.deleted = Some(now());
+    let mut deleted = asset.clone();
+    deleted.deleted = Some(now());
+    if let Err(error) = catalogue.write_asset(deleted) {
+        return storage_failure(&error);
     }
     tracing::info!(identifier = %identifier, client = %caller.client_id, "asset deleted");
     json_response(StatusCode::OK, &Value::Null)
@@ -315,11 +317,8 @@ pub(super) fn post(state: &State, request: &Request, caller: &Caller) -> Reply {
     }
 
     let status = if as_connector || state.auto_publish { Status::Published } else { Status::Draft };
-    if let Some(kind) = fields.get("type").and_then(Value::as_str) {
-        catalogue.types.insert(kind.to_owned());
-    }
     let time = now();
-    catalogue.assets.push(Asset {
+    let asset = Asset {
         identifier: identifier.clone(),
         fields,
         owner: caller.client_id.clone(),
@@ -327,7 +326,10 @@ pub(super) fn post(state: &State, request: &Request, caller: &Caller) -> Reply {
         created: time,
         modified: time,
         deleted: None,
-    });
+    };
+    if let Err(error) = catalogue.write_asset(asset) {
+        return storage_failure(&error);
+    }
     tracing::info!(identifier = %identifier, client = %caller.client_id, status = status.as_str(), "asset created");
     json_response(StatusCode::OK, &json!({"identifier": identifier}))
 }
@@ -374,12 +376,16 @@ pub(super) fn put(state: &State, request: &Request, caller: &Caller, identifier:
         return conflict(&other.identifier);
     }
 
-    if let Some(kind) = fields.get("type").and_then(Value::as_str) {
-        catalogue.types.insert(kind.to_owned());
-    }
-    if let Some(asset) = catalogue.get_mut(identifier) {
-        asset.fields = fields;
-        asset.modified = now();
+    let Some(mut replaced) = catalogue.get(identifier).cloned() else {
+        return detail(
+            StatusCode::NOT_FOUND,
+            &format!("Computational_asset '{identifier}' not found in the database."),
+        );
+    };
+    replaced.fields = fields;
+    replaced.modified = now();
+    if let Err(error) = catalogue.write_asset(replaced) {
+        return storage_failure(&error);
     }
     tracing::info!(identifier = %identifier, client = %caller.client_id, "asset replaced");
     json_response(StatusCode::OK, &Value::Null)

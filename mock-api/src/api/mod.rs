@@ -223,6 +223,16 @@ fn detail_error(status: StatusCode, message: &str) -> ApiError {
     ApiError { status, body: json!({"detail": message, "reference": reference}) }
 }
 
+/// Answers a failed write to the state database with the real server's 500
+/// text, after logging the cause.
+fn storage_failure(error: &anyhow::Error) -> Reply {
+    tracing::error!(error = %format!("{error:#}"), "failed to write the state database");
+    detail(
+        StatusCode::INTERNAL_SERVER_ERROR,
+        "Unexpected exception while processing your request. Please contact the maintainers: the mock's state database failed.",
+    )
+}
+
 fn detail(status: StatusCode, message: &str) -> Reply {
     detail_error(status, message).into()
 }

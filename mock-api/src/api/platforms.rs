@@ -9,7 +9,9 @@
 use http::StatusCode;
 use serde_json::{Value, json};
 
-use super::{ApiError, Reply, Request, State, detail, json_response, pagination, parse_body, validation_error};
+use super::{
+    ApiError, Reply, Request, State, detail, json_response, pagination, parse_body, storage_failure, validation_error,
+};
 use crate::auth::Caller;
 use crate::store::{Catalogue, Platform};
 use crate::validate::FieldError;
@@ -98,7 +100,10 @@ pub(super) fn post(state: &State, request: &Request, caller: &Caller) -> Reply {
     if catalogue.platform_exists(&name) {
         return detail(StatusCode::CONFLICT, "There already exists a platform with the same name.");
     }
-    let identifier = catalogue.add_platform(&name);
+    let identifier = match catalogue.add_platform(&name) {
+        Ok(identifier) => identifier,
+        Err(error) => return storage_failure(&error),
+    };
     tracing::info!(platform = %name, identifier, client = %caller.client_id, "platform created");
     json_response(StatusCode::OK, &json!({"identifier": identifier}))
 }
@@ -121,8 +126,8 @@ pub(super) fn put(state: &State, request: &Request, caller: &Caller, identifier:
     if catalogue.platforms.iter().any(|platform| platform.name == name && platform.identifier != number) {
         return detail(StatusCode::CONFLICT, "There already exists a platform with the same name.");
     }
-    if let Some(platform) = catalogue.platforms.iter_mut().find(|platform| platform.identifier == number) {
-        platform.name = name;
+    if let Err(error) = catalogue.write_platform(Platform { identifier: number, name }) {
+        return storage_failure(&error);
     }
     json_response(StatusCode::OK, &Value::Null)
 }
@@ -137,6 +142,8 @@ pub(super) fn delete(state: &State, caller: &Caller, identifier: &str) -> Reply 
     let Some(number) = find(&catalogue, identifier).map(|platform| platform.identifier) else {
         return not_found(identifier);
     };
-    catalogue.platforms.retain(|platform| platform.identifier != number);
+    if let Err(error) = catalogue.remove_platform(number) {
+        return storage_failure(&error);
+    }
     json_response(StatusCode::OK, &Value::Null)
 }
