@@ -655,3 +655,57 @@ async fn answered_write_survives_kill() {
     })
     .await;
 }
+
+/// Validates `instance` against a component schema of the served OpenAPI
+/// document, which is the upstream server's own.
+fn assert_matches_schema(document: &Value, schema: &str, instance: &Value) {
+    let errors = schema_errors(document, schema, instance);
+    assert!(errors.is_empty(), "{schema} mismatch: {errors:?}\ninstance: {instance}");
+}
+
+fn schema_errors(document: &Value, schema: &str, instance: &Value) -> Vec<String> {
+    let mut root = document.clone();
+    root["$ref"] = json!(format!("#/components/schemas/{schema}"));
+    let validator = jsonschema::draft202012::new(&root).expect("schema compiles");
+    validator.iter_errors(instance).map(|error| format!("{error} at {}", error.instance_path())).collect()
+}
+
+#[tokio::test]
+async fn responses_match_openapi_schemas() {
+    within_timeout(async {
+        let harness = Harness::start(false).await;
+        let (status, document) = harness.send(Method::GET, "/openapi.json", None, None).await;
+        assert_eq!(status, StatusCode::OK);
+        assert_eq!(document["openapi"], "3.1.0");
+        let wrong = json!({"name": 5, "identifier": "comp_x", "keyword": "not a list"});
+        assert!(
+            !schema_errors(&document, "ComputationalAssetRead", &wrong).is_empty(),
+            "the validator catches a bad asset"
+        );
+
+        let token = harness.token("lab-connector", "s1").await;
+        let mut body = connector_body("schema");
+        body["keyword"] = json!(["GPU", "kubernetes"]);
+        body["description"] = json!({"plain": "{}", "html": "<p>x</p>"});
+        body["is_accessible_for_free"] = json!(true);
+        body["date_published"] = json!("2026-01-02T03:04:05Z");
+        body["note"] = json!([{"value": "a note"}]);
+        let (_, created) = harness.post_asset(&token, body).await;
+        let identifier = created["identifier"].as_str().expect("identifier");
+
+        let (_, asset) = harness.send(Method::GET, &format!("/computational_assets/{identifier}"), None, None).await;
+        assert_matches_schema(&document, "ComputationalAssetRead", &asset);
+        let (_, list) = harness.send(Method::GET, "/computational_assets", None, None).await;
+        for item in list.as_array().expect("list") {
+            assert_matches_schema(&document, "ComputationalAssetRead", item);
+        }
+        let (_, platforms) = harness.send(Method::GET, "/platforms", None, None).await;
+        for item in platforms.as_array().expect("list") {
+            assert_matches_schema(&document, "PlatformRead", item);
+        }
+        let (_, invalid) = harness.post_asset(&token, json!({})).await;
+        assert_matches_schema(&document, "HTTPValidationError", &invalid);
+        harness.stop().await;
+    })
+    .await;
+}

@@ -24,6 +24,10 @@ mod token;
 /// 65,535-character strings, so 1 MiB leaves ample room.
 pub const MAX_BODY_BYTES: u64 = 1 << 20;
 
+/// The upstream server's OpenAPI document, trimmed to the routes the mock
+/// serves, so clients and schema-driven testers see the real contract.
+pub const OPENAPI_DOCUMENT: &str = include_str!("../../openapi.json");
+
 const TOKEN_PATH: &[&str] = &["realms", "aiod", "protocol", "openid-connect", "token"];
 
 /// Shared state behind every request.
@@ -143,6 +147,13 @@ fn handle(state: &State, request: &Request) -> Reply {
     };
 
     match segments {
+        ["openapi.json"] => only(request, &[Method::GET], || {
+            Response::builder()
+                .status(StatusCode::OK)
+                .header(http::header::CONTENT_TYPE, "application/json")
+                .body(OPENAPI_DOCUMENT.as_bytes().to_vec())
+                .unwrap_or_default()
+        }),
         ["computational_assets"] => match request.method {
             Method::GET => assets::list(state, request, None),
             Method::POST => with_caller(state, request, |caller| assets::post(state, request, caller)),
