@@ -211,6 +211,7 @@ fn parse_status(text: &str) -> Option<Status> {
         "draft" => Some(Status::Draft),
         "submitted" => Some(Status::Submitted),
         "published" => Some(Status::Published),
+        "rejected" => Some(Status::Rejected),
         _ => None,
     }
 }

@@ -20,6 +20,7 @@ pub enum Status {
     Draft,
     Submitted,
     Published,
+    Rejected,
 }
 
 impl Status {
@@ -28,6 +29,7 @@ impl Status {
             Status::Draft => "draft",
             Status::Submitted => "submitted",
             Status::Published => "published",
+            Status::Rejected => "rejected",
         }
     }
 }
@@ -121,8 +123,34 @@ pub struct Catalogue {
     pub platforms: Vec<Platform>,
     /// Every asset `type` ever stored, as `/computational_asset_types` lists them.
     pub types: std::collections::BTreeSet<String>,
+    /// Review requests, in creation order.
+    pub submissions: Vec<Submission>,
     /// Where writes are made durable; `None` keeps everything in memory.
     database: Option<Database>,
+}
+
+/// A user's request to publish drafts.
+#[derive(Debug, Clone)]
+pub struct Submission {
+    pub identifier: u64,
+    /// Client id of the submitter.
+    pub owner: String,
+    pub asset_identifiers: Vec<String>,
+    pub comment: String,
+    pub request_date: NaiveDateTime,
+    /// The decision, once made; empty while pending.
+    pub reviews: Vec<SubmissionReview>,
+}
+
+/// A decision on a submission: `accepted`, `rejected` or `retracted`.
+#[derive(Debug, Clone)]
+pub struct SubmissionReview {
+    pub identifier: u64,
+    pub decision: String,
+    pub comment: String,
+    pub decision_date: NaiveDateTime,
+    /// Client id of the reviewer, or of the submitter for a retraction.
+    pub reviewer: String,
 }
 
 impl Default for Catalogue {
@@ -132,7 +160,13 @@ impl Default for Catalogue {
             .enumerate()
             .map(|(index, name)| Platform { identifier: index as u64 + 1, name: (*name).to_owned() })
             .collect();
-        Self { assets: Vec::new(), platforms, types: std::collections::BTreeSet::new(), database: None }
+        Self {
+            assets: Vec::new(),
+            platforms,
+            types: std::collections::BTreeSet::new(),
+            submissions: Vec::new(),
+            database: None,
+        }
     }
 }
 

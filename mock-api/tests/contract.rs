@@ -35,6 +35,7 @@ impl Harness {
                 client("alice:s3:"),
                 client("bob:s4:"),
                 client("admin:s5:create_platforms,update_platforms,delete_platforms,update_computational_assets"),
+                client("reviewer:s6:review_aiod_resources"),
             ],
             token_lifetime: Duration::from_secs(300),
             auto_publish,
@@ -705,6 +706,76 @@ async fn responses_match_openapi_schemas() {
         }
         let (_, invalid) = harness.post_asset(&token, json!({})).await;
         assert_matches_schema(&document, "HTTPValidationError", &invalid);
+        harness.stop().await;
+    })
+    .await;
+}
+
+#[tokio::test]
+async fn submission_review_publishes_a_draft() {
+    within_timeout(async {
+        let harness = Harness::start(false).await;
+        let alice = harness.token("alice", "s3").await;
+        let bob = harness.token("bob", "s4").await;
+        let reviewer = harness.token("reviewer", "s6").await;
+        let (_, created) = harness.post_asset(&alice, json!({"name": "to review"})).await;
+        let identifier = created["identifier"].as_str().expect("identifier").to_owned();
+        let path = format!("/computational_assets/{identifier}");
+
+        let request = json!({"asset_identifiers": [identifier], "comment": "please"});
+        let (status, body) = harness.send(Method::POST, "/submissions", Some(&bob), Some(request.clone())).await;
+        assert_eq!(status, StatusCode::FORBIDDEN, "only the owner submits: {body}");
+        let (status, body) = harness.send(Method::POST, "/submissions", Some(&alice), Some(request)).await;
+        assert_eq!(status, StatusCode::OK);
+        let submission = body["submission_identifier"].as_u64().expect("submission identifier");
+
+        let (_, asset) = harness.send(Method::GET, &path, Some(&alice), None).await;
+        assert_eq!(asset["aiod_entry"]["status"], "submitted");
+        let (status, body) = harness.send(Method::PUT, &path, Some(&alice), Some(json!({"name": "edit"}))).await;
+        assert_eq!(status, StatusCode::FORBIDDEN);
+        assert_detail(&body, "You cannot edit an asset under submission.");
+
+        let (_, pending) = harness.send(Method::GET, "/submissions?mode=pending", Some(&alice), None).await;
+        assert_eq!(pending.as_array().map(Vec::len), Some(1));
+
+        let review = json!({"submission_identifier": submission, "decision": "accepted", "comment": "fine"});
+        let (status, _) = harness.send(Method::POST, "/reviews", Some(&alice), Some(review.clone())).await;
+        assert_eq!(status, StatusCode::FORBIDDEN, "only reviewers review");
+        let (status, decided) = harness.send(Method::POST, "/reviews", Some(&reviewer), Some(review)).await;
+        assert_eq!(status, StatusCode::OK);
+        assert_eq!(decided["decision"], "accepted");
+
+        let (status, asset) = harness.send(Method::GET, &path, None, None).await;
+        assert_eq!(status, StatusCode::OK, "published assets are public");
+        assert_eq!(asset["aiod_entry"]["status"], "published");
+        let (_, view) = harness.send(Method::GET, &format!("/submissions/{submission}"), Some(&alice), None).await;
+        assert_eq!(view["reviews"][0]["decision"], "accepted");
+        assert_eq!(view["assets"][0]["identifier"], identifier.as_str());
+        harness.stop().await;
+    })
+    .await;
+}
+
+#[tokio::test]
+async fn retracted_submission_returns_to_draft() {
+    within_timeout(async {
+        let harness = Harness::start(false).await;
+        let alice = harness.token("alice", "s3").await;
+        let (_, created) = harness.post_asset(&alice, json!({"name": "retract me"})).await;
+        let identifier = created["identifier"].as_str().expect("identifier").to_owned();
+        let (_, body) = harness
+            .send(Method::POST, "/submissions", Some(&alice), Some(json!({"asset_identifiers": [identifier]})))
+            .await;
+        let submission = body["submission_identifier"].as_u64().expect("submission identifier");
+
+        let (status, _) =
+            harness.send(Method::POST, &format!("/submissions/retract/{submission}"), Some(&alice), None).await;
+        assert_eq!(status, StatusCode::OK);
+        let (_, asset) =
+            harness.send(Method::GET, &format!("/computational_assets/{identifier}"), Some(&alice), None).await;
+        assert_eq!(asset["aiod_entry"]["status"], "draft");
+        let (_, completed) = harness.send(Method::GET, "/submissions?mode=completed", Some(&alice), None).await;
+        assert_eq!(completed.as_array().map(Vec::len), Some(1));
         harness.stop().await;
     })
     .await;

@@ -18,6 +18,7 @@ use crate::validate::FieldError;
 
 mod assets;
 mod platforms;
+mod submissions;
 mod token;
 
 /// Largest request body accepted, in bytes. A description is at most two
@@ -185,6 +186,20 @@ fn handle(state: &State, request: &Request) -> Reply {
             Method::DELETE => with_caller(state, request, |caller| platforms::delete(state, caller, identifier)),
             _ => method_not_allowed(),
         },
+        ["submissions"] => match request.method {
+            Method::GET => with_caller(state, request, |caller| submissions::list(state, request, caller)),
+            Method::POST => with_caller(state, request, |caller| submissions::submit(state, request, caller)),
+            _ => method_not_allowed(),
+        },
+        ["submissions", "retract", identifier] => only(request, &[Method::POST], || {
+            with_caller(state, request, |caller| submissions::retract(state, caller, identifier))
+        }),
+        ["submissions", identifier] => only(request, &[Method::GET], || {
+            with_caller(state, request, |caller| submissions::get(state, caller, identifier))
+        }),
+        ["reviews"] => only(request, &[Method::POST], || {
+            with_caller(state, request, |caller| submissions::review(state, request, caller))
+        }),
         ["counts", "platforms"] => only(request, &[Method::GET], || platforms::count(state)),
         ["authorization_test"] => only(request, &[Method::GET], || {
             with_caller(state, request, |caller| {
