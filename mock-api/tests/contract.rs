@@ -520,19 +520,32 @@ async fn counts_types_and_platform_lookup() {
     .await;
 }
 
-/// Many writers at once: every create gets its own identifier, and racing
-/// creates of one (platform, resource identifier) pair leave one asset.
+/// Many clients at once, each on its own TLS connection: every create gets
+/// its own identifier, and racing creates of one (platform, resource
+/// identifier) pair leave one asset and 409s for the rest.
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn concurrent_writers_lose_nothing() {
     within_timeout(async {
         let harness = std::sync::Arc::new(Harness::start(false).await);
         let token = std::sync::Arc::new(harness.token("lab-connector", "s1").await);
+        let ca = reqwest::Certificate::from_pem(harness.mock.ca_pem.as_bytes()).expect("CA certificate");
+        let url = format!("{}/computational_assets", harness.mock.base_url());
 
         let mut tasks = tokio::task::JoinSet::new();
         for index in 0..1000 {
-            let harness = std::sync::Arc::clone(&harness);
+            let client = reqwest::Client::builder().tls_certs_only([ca.clone()]).build().expect("client");
             let token = std::sync::Arc::clone(&token);
-            tasks.spawn(async move { harness.post_asset(&token, connector_body(&format!("soak-{index}"))).await });
+            let url = url.clone();
+            tasks.spawn(async move {
+                let response = client
+                    .post(url)
+                    .bearer_auth(token.as_str())
+                    .json(&connector_body(&format!("soak-{index}")))
+                    .send()
+                    .await
+                    .expect("request");
+                (response.status(), response.json::<Value>().await.expect("body"))
+            });
         }
         let mut identifiers = std::collections::BTreeSet::new();
         while let Some(result) = tasks.join_next().await {
