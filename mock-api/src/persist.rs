@@ -3,8 +3,8 @@
 //!
 //! The in-memory catalogue serves reads. Every write goes to SQLite first,
 //! in its own transaction with `synchronous=FULL`, and only then to memory,
-//! so a write that was answered 200 survives a `kill -9` right after the
-//! response.
+//! so a write that got a 200 response survives a `kill -9` right after
+//! the response.
 
 use std::path::Path;
 
@@ -53,7 +53,7 @@ impl Database {
         let path = state_dir.join(DATABASE_FILE);
         let connection = Connection::open(&path).with_context(|| format!("failed to open {}", path.display()))?;
         // WAL lets reads proceed during a write; FULL syncs the WAL on every
-        // commit, which is what makes an answered write durable.
+        // commit, which is what makes a write durable before its response.
         connection
             .execute_batch("PRAGMA journal_mode = WAL; PRAGMA synchronous = FULL;")
             .context("failed to configure the state database")?;

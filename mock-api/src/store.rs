@@ -125,7 +125,7 @@ pub struct Catalogue {
     pub types: std::collections::BTreeSet<String>,
     /// Review requests, in creation order.
     pub submissions: Vec<Submission>,
-    /// Where writes are made durable; `None` keeps everything in memory.
+    /// The database that makes writes durable; `None` keeps everything in memory.
     database: Option<Database>,
 }
 

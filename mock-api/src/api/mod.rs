@@ -249,8 +249,8 @@ fn detail_error(status: StatusCode, message: &str) -> ApiError {
     ApiError { status, body: json!({"detail": message, "reference": reference}) }
 }
 
-/// Answers a failed write to the state database with the real server's 500
-/// text, after logging the cause.
+/// Builds the response to a failed write to the state database, with the
+/// real server's 500 text, after logging the cause.
 fn storage_failure(error: &anyhow::Error) -> Reply {
     tracing::error!(error = %format!("{error:#}"), "failed to write the state database");
     detail(

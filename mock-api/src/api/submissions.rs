@@ -232,6 +232,7 @@ fn decide(state: &State, caller: &Caller, identifier: &str, decision: &str, comm
         Ok(index) => index,
         Err(error) => return error.into(),
     };
+
     if decision == "retracted" && catalogue.submissions[index].owner != caller.client_id {
         return detail(StatusCode::FORBIDDEN, "You are not allowed to retract this submission.");
     }
@@ -247,6 +248,7 @@ fn decide(state: &State, caller: &Caller, identifier: &str, decision: &str, comm
     if let Err(error) = set_status(&mut catalogue, &assets, status) {
         return storage_failure(&error);
     }
+
     let review_identifier =
         catalogue.submissions.iter().map(|submission| submission.reviews.len() as u64).sum::<u64>() + 1;
     let review = SubmissionReview {
