@@ -6,7 +6,7 @@ use serde_json::{Value, json};
 
 use super::{
     ApiError, Reply, Request, State, detail, detail_error, json_response, now, optional_caller, pagination, parse_body,
-    storage_failure, validation_errors,
+    storage_failure, validation_error, validation_errors,
 };
 use crate::auth::Caller;
 use crate::store::{Asset, BUILT_IN_PLATFORMS, Catalogue, Status};
@@ -286,14 +286,16 @@ fn conflict(identifier: &str) -> Reply {
     )
 }
 
+/// Parses and validates a `ComputationalAssetCreate` body.
+fn parse_create(request: &Request) -> Result<serde_json::Map<String, Value>, ApiError> {
+    let body = parse_body(request)?;
+    validate_create(&body).map_err(validation_error)
+}
+
 pub(super) fn post(state: &State, request: &Request, caller: &Caller) -> Reply {
-    let body = match parse_body(request) {
-        Ok(body) => body,
-        Err(error) => return error.into(),
-    };
-    let mut fields = match validate_create(&body) {
+    let mut fields = match parse_create(request) {
         Ok(fields) => fields,
-        Err(errors) => return validation_errors(&errors),
+        Err(error) => return error.into(),
     };
 
     let Ok(mut catalogue) = state.catalogue.lock() else {
@@ -338,13 +340,9 @@ pub(super) fn put(state: &State, request: &Request, caller: &Caller, identifier:
     if let Err(error) = check_identifier(identifier) {
         return error.into();
     }
-    let body = match parse_body(request) {
-        Ok(body) => body,
-        Err(error) => return error.into(),
-    };
-    let mut fields = match validate_create(&body) {
+    let mut fields = match parse_create(request) {
         Ok(fields) => fields,
-        Err(errors) => return validation_errors(&errors),
+        Err(error) => return error.into(),
     };
 
     let Ok(mut catalogue) = state.catalogue.lock() else {
