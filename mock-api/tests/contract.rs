@@ -579,8 +579,14 @@ async fn state_survives_restart() {
         let harness = Harness::start(false).await;
         let token = harness.token("lab-connector", "s1").await;
         let admin = harness.token("admin", "s5").await;
+        let alice = harness.token("alice", "s3").await;
         let (_, created) = harness.post_asset(&token, connector_body("persisted")).await;
         let identifier = created["identifier"].as_str().expect("identifier").to_owned();
+        let (_, gone) = harness.post_asset(&token, connector_body("deleted-before-restart")).await;
+        let gone = gone["identifier"].as_str().expect("identifier").to_owned();
+        harness.send(Method::DELETE, &format!("/computational_assets/{gone}"), Some(&token), None).await;
+        let (_, draft) = harness.post_asset(&alice, json!({"name": "alice's draft"})).await;
+        let draft = draft["identifier"].as_str().expect("identifier").to_owned();
         harness.send(Method::POST, "/platforms", Some(&admin), Some(json!({"name": "added-later"}))).await;
         let state = std::sync::Arc::clone(&harness.state);
         harness.stop().await;
@@ -590,12 +596,35 @@ async fn state_survives_restart() {
             restarted.send(Method::GET, &format!("/computational_assets/{identifier}"), None, None).await;
         assert_eq!(status, StatusCode::OK);
         assert_eq!(asset["platform_resource_identifier"], "persisted");
+        assert_eq!(asset["aiod_entry"]["status"], "published");
+
+        let (status, body) = restarted.send(Method::GET, &format!("/computational_assets/{gone}"), None, None).await;
+        assert_eq!(status, StatusCode::NOT_FOUND);
+        assert_detail(
+            &body,
+            &format!("Computational_asset '{gone}' not found in the database, because it was deleted."),
+        );
+
+        let (status, _) = restarted.send(Method::GET, &format!("/computational_assets/{draft}"), None, None).await;
+        assert_eq!(status, StatusCode::UNAUTHORIZED, "a draft stays private after a restart");
+        let alice = restarted.token("alice", "s3").await;
+        let (status, _) =
+            restarted.send(Method::GET, &format!("/computational_assets/{draft}"), Some(&alice), None).await;
+        assert_eq!(status, StatusCode::OK, "its owner still sees it");
+
+        let (_, count) = restarted.send(Method::GET, "/counts/computational_assets?detailed=true", None, None).await;
+        assert_eq!(count, json!({"lab": 1}));
+        let (_, types) = restarted.send(Method::GET, "/computational_asset_types", None, None).await;
+        assert_eq!(types, json!(["compute node"]));
         let (_, platforms) = restarted.send(Method::GET, "/platforms?limit=100", None, None).await;
         let names: Vec<&str> = platforms.as_array().expect("list").iter().filter_map(|p| p["name"].as_str()).collect();
         assert!(names.contains(&"added-later"), "{names:?}");
+
         let token = restarted.token("lab-connector", "s1").await;
         let (status, _) = restarted.post_asset(&token, connector_body("persisted")).await;
         assert_eq!(status, StatusCode::CONFLICT, "the stored pair still conflicts after a restart");
+        let (status, _) = restarted.post_asset(&token, connector_body("deleted-before-restart")).await;
+        assert_eq!(status, StatusCode::OK, "a deleted pair is free after a restart");
         restarted.stop().await;
     })
     .await;
