@@ -246,6 +246,8 @@ impl Catalogue {
     }
 
     /// Finds a live (not deleted) asset with the given platform pair.
+    // TODO: this and the other lookups scan every asset, which caps POST
+    // throughput as the catalogue grows; index by identifier and by pair.
     pub fn find_by_platform(&self, platform: &str, resource_identifier: &str) -> Option<&Asset> {
         self.assets.iter().find(|asset| {
             asset.deleted.is_none()
