@@ -1,8 +1,13 @@
 //! What the host offers to collectors: read-only views of the host root.
 //!
-//! By default a collector sees `/proc`, `/sys` and `/etc/os-release` of the
-//! host root (`/` on a machine, `/host` in the DaemonSet, a fixture directory
-//! in tests) and nothing else.
+//! By default a collector sees `/sys`, a snapshot of selected `/proc` files
+//! and `/etc/os-release` of the host root (`/` on a machine, `/host` in the
+//! DaemonSet, a fixture directory in tests) and nothing else.
+//!
+//! `/proc` is never granted as a directory: `/proc/self` is the agent itself,
+//! and its `mem`, `environ` and `cmdline` would hand a collector the agent's
+//! secrets. Only the files in [`PROC_FILES`] are copied into a private
+//! directory that is granted as `/proc`.
 
 use std::fs;
 use std::path::{Component, Path, PathBuf};
@@ -10,7 +15,27 @@ use std::path::{Component, Path, PathBuf};
 use anyhow::Context as _;
 
 /// Directories granted as WASI preopens, relative to the host root.
-const GRANTED_DIRS: &[&str] = &["proc", "sys"];
+// NOTE: `/sys` is granted whole. It describes hardware, but a host that
+// exposes firmware variables or debugfs there exposes them to collectors.
+const GRANTED_DIRS: &[&str] = &["sys"];
+
+/// `/proc` files copied into the collectors' `/proc` snapshot, relative to
+/// the host root. A trailing `/*/NAME` entry copies `NAME` from each
+/// subdirectory, as for the NVIDIA driver's per-GPU files.
+// TODO: let operators grant more /proc files per collector.
+const PROC_FILES: &[&str] = &[
+    "proc/cpuinfo",
+    "proc/meminfo",
+    "proc/sys/kernel/hostname",
+    "proc/sys/kernel/osrelease",
+    "proc/sys/kernel/version",
+    "proc/sys/kernel/arch",
+    "proc/driver/nvidia/version",
+    "proc/driver/nvidia/gpus/*/information",
+];
+
+/// Largest `/proc` file copied into the snapshot, in bytes.
+const PROC_FILE_MAX_BYTES: u64 = 4 << 20;
 
 /// os-release(5) locations, in the order the specification gives.
 const OS_RELEASE: &[&str] = &["etc/os-release", "usr/lib/os-release"];
@@ -68,29 +93,68 @@ impl HostRoot {
             }
         }
 
-        // WASI preopens are directories, and granting all of /etc would
-        // expose far more than os-release. The file is copied into a private
-        // directory that is then granted as /etc.
-        let staging = match self.read_os_release() {
-            Some(text) => {
-                let staging = tempfile::Builder::new()
-                    .prefix("hw-agent-etc-")
-                    .tempdir()
-                    .context("failed to create the os-release staging directory")?;
-                fs::write(staging.path().join("os-release"), text).context("failed to stage os-release")?;
-                preopens.push(Preopen { host: staging.path().to_path_buf(), guest: "/etc".to_owned() });
-                Some(staging)
-            }
-            None => None,
-        };
+        // WASI preopens are directories. A private staging directory carries
+        // the /proc snapshot and os-release, so neither all of /proc nor all
+        // of /etc is exposed.
+        let staging = tempfile::Builder::new()
+            .prefix("hw-agent-grants-")
+            .tempdir()
+            .context("failed to create the staging directory for /proc and /etc")?;
+        let proc_dir = staging.path().join("proc");
+        fs::create_dir_all(&proc_dir).context("failed to create the /proc snapshot")?;
+        self.copy_proc_files(staging.path())?;
+        preopens.push(Preopen { host: proc_dir, guest: "/proc".to_owned() });
+
+        if let Some(text) = self.read_os_release() {
+            let etc = staging.path().join("etc");
+            fs::create_dir_all(&etc).context("failed to create the os-release staging directory")?;
+            fs::write(etc.join("os-release"), text).context("failed to stage os-release")?;
+            preopens.push(Preopen { host: etc, guest: "/etc".to_owned() });
+        }
+        let staging = Some(staging);
 
         Ok(FilesystemGrants { preopens, _staging: staging })
+    }
+
+    /// Copies the allowlisted `/proc` files that exist below the root into
+    /// `staging`, keeping their relative paths.
+    fn copy_proc_files(&self, staging: &Path) -> anyhow::Result<()> {
+        for pattern in PROC_FILES {
+            let sources: Vec<PathBuf> = match pattern.split_once("/*/") {
+                Some((parent, name)) => fs::read_dir(self.root.join(parent))
+                    .map(|entries| {
+                        entries
+                            .filter_map(Result::ok)
+                            .map(|entry| Path::new(parent).join(entry.file_name()).join(name))
+                            .collect()
+                    })
+                    .unwrap_or_default(),
+                None => vec![PathBuf::from(pattern)],
+            };
+            for relative in sources {
+                let Some(path) = resolve_in_root(&self.root, &relative) else { continue };
+                let Ok(metadata) = fs::metadata(&path) else { continue };
+                // Only regular files: a FIFO or device here would block or
+                // stream forever.
+                if !metadata.is_file() {
+                    continue;
+                }
+                let Ok(contents) = read_bounded(&path, PROC_FILE_MAX_BYTES) else { continue };
+                let target = staging.join(&relative);
+                if let Some(parent) = target.parent() {
+                    fs::create_dir_all(parent).with_context(|| format!("failed to stage {}", relative.display()))?;
+                }
+                fs::write(&target, contents).with_context(|| format!("failed to stage {}", relative.display()))?;
+            }
+        }
+        Ok(())
     }
 
     fn read_os_release(&self) -> Option<Vec<u8>> {
         OS_RELEASE.iter().find_map(|relative| {
             let path = resolve_in_root(&self.root, Path::new(relative))?;
-            fs::read(path).ok()
+            fs::metadata(&path).ok().filter(fs::Metadata::is_file)?;
+            read_bounded(&path, PROC_FILE_MAX_BYTES).ok()
         })
     }
 }
@@ -115,6 +179,15 @@ pub fn resolve_in_root(root: &Path, relative: &Path) -> Option<PathBuf> {
         };
     }
     None
+}
+
+/// Reads at most `max_bytes` of a file. /proc files report size 0, so the
+/// length is only known by reading.
+fn read_bounded(path: &Path, max_bytes: u64) -> std::io::Result<Vec<u8>> {
+    use std::io::Read as _;
+    let mut contents = Vec::new();
+    fs::File::open(path)?.take(max_bytes).read_to_end(&mut contents)?;
+    Ok(contents)
 }
 
 /// Removes `.` and `..` lexically; `None` when `..` would climb above the start.
@@ -164,6 +237,23 @@ mod tests {
         fs::create_dir_all(root.path().join("proc")).expect("create proc");
         let grants = HostRoot::new(root.path()).expect("root").grants().expect("grants");
         let guests: Vec<&str> = grants.preopens.iter().map(|preopen| preopen.guest.as_str()).collect();
-        assert_eq!(guests, vec!["/proc"]);
+        assert_eq!(guests, vec!["/proc"], "no /sys and no os-release in this root");
+    }
+
+    #[test]
+    fn proc_snapshot_holds_only_allowlisted_files() {
+        let root = tempfile::tempdir().expect("temporary directory");
+        fs::create_dir_all(root.path().join("proc/self")).expect("create proc/self");
+        fs::create_dir_all(root.path().join("proc/driver/nvidia/gpus/0000:17:00.0")).expect("create nvidia dirs");
+        fs::write(root.path().join("proc/cpuinfo"), "processor : 0\n").expect("write cpuinfo");
+        fs::write(root.path().join("proc/self/environ"), "AIOD_CLIENT_SECRET=x").expect("write environ");
+        fs::write(root.path().join("proc/driver/nvidia/gpus/0000:17:00.0/information"), "Model: X\n")
+            .expect("write info");
+
+        let grants = HostRoot::new(root.path()).expect("root").grants().expect("grants");
+        let proc = &grants.preopens.iter().find(|preopen| preopen.guest == "/proc").expect("/proc grant").host;
+        assert!(proc.join("cpuinfo").is_file());
+        assert!(proc.join("driver/nvidia/gpus/0000:17:00.0/information").is_file());
+        assert!(!proc.join("self").exists(), "/proc/self must never reach a collector");
     }
 }

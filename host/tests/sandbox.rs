@@ -14,7 +14,14 @@ use hw_agent::report::model::{CollectorOutcome, CollectorStatus, NodeReport};
 fn collect_with_fault(mode: &str) -> NodeReport {
     let root = tempfile::tempdir().expect("root directory");
     common::copy_tree(&common::fixture("this-machine"), root.path());
-    fs::write(root.path().join("proc/hw-agent-fault-mode"), mode).expect("write fault mode");
+    fs::write(root.path().join("sys/hw-agent-fault-mode"), mode).expect("write fault mode");
+    // Stand-ins for the agent's own /proc entries, which hold its secrets on
+    // a live root; no collector may read them.
+    for entry in ["proc/self", "proc/1"] {
+        fs::create_dir_all(root.path().join(entry)).expect("create process directory");
+        fs::write(root.path().join(entry).join("environ"), "AIOD_CLIENT_SECRET=leak").expect("write environ");
+        fs::write(root.path().join(entry).join("mem"), "leak").expect("write mem");
+    }
 
     let plugins = tempfile::tempdir().expect("plugin directory");
     fs::copy(common::fault_component(), plugins.path().join("fault.wasm")).expect("install fault collector");
@@ -138,4 +145,14 @@ fn corrupt_cache_entry_is_recompiled() {
     let report = reloaded.collect();
     assert_built_ins_kept(&report);
     assert!(Path::new(cache.path()).read_dir().expect("cache directory").count() >= 3);
+}
+
+#[test]
+fn agent_proc_entries_stay_hidden() {
+    let report = collect_with_fault("proc-self");
+    assert_eq!(outcome(&report, "fault").status, CollectorStatus::Ok);
+    for key in ["test.hw-agent/proc-self-environ", "test.hw-agent/proc-self-mem", "test.hw-agent/proc-1-environ"] {
+        assert_eq!(report.attributes.get(key).map(String::as_str), Some("denied"), "{key}");
+    }
+    assert_built_ins_kept(&report);
 }

@@ -2,7 +2,7 @@
 //! contains each failure. It is built with the built-in collectors but never
 //! embedded in `hw-agent`.
 //!
-//! The mode is the content of `/proc/hw-agent-fault-mode` in the host root the
+//! The mode is the content of `/sys/hw-agent-fault-mode` in the host root the
 //! test passes, because a collector has no arguments or environment.
 
 // The export macro, the only user of this code, exists on wasm32 only.
@@ -22,13 +22,19 @@ impl Guest for Collector {
     }
 
     fn collect(_options: CollectOptions) -> Result<PartialReport, CollectError> {
-        let mode = Root::sandbox().read_opt("/proc/hw-agent-fault-mode").unwrap_or_else(|| "ok".to_owned());
+        let mode = Root::sandbox().read_opt("/sys/hw-agent-fault-mode").unwrap_or_else(|| "ok".to_owned());
         match mode.as_str() {
             "panic" => panic!("fault collector asked to panic"),
             "unreachable" => trap_unreachable(),
             "spin" => spin(),
             "memory" => allocate_forever(),
             "error" => Err(CollectError::NotSupported("fault collector asked to fail".to_owned())),
+            // Reports which of the agent's own /proc entries it could read.
+            "proc-self" => Ok(attributes(&[
+                ("test.hw-agent/proc-self-environ", readable("/proc/self/environ")),
+                ("test.hw-agent/proc-self-mem", readable("/proc/self/mem")),
+                ("test.hw-agent/proc-1-environ", readable("/proc/1/environ")),
+            ])),
             _ => Ok(PartialReport {
                 cpu: None,
                 memory: None,
@@ -39,6 +45,25 @@ impl Guest for Collector {
                 attributes: vec![Attribute { key: "test.hw-agent/fault-mode".to_owned(), value: mode }],
             }),
         }
+    }
+}
+
+fn readable(path: &str) -> &'static str {
+    if std::fs::read(path).is_ok() { "readable" } else { "denied" }
+}
+
+fn attributes(pairs: &[(&str, &str)]) -> PartialReport {
+    PartialReport {
+        cpu: None,
+        memory: None,
+        os: None,
+        accelerators: None,
+        storage: None,
+        network: None,
+        attributes: pairs
+            .iter()
+            .map(|(key, value)| Attribute { key: (*key).to_owned(), value: (*value).to_owned() })
+            .collect(),
     }
 }
 
