@@ -194,18 +194,28 @@ impl RegisterCommand {
                     "{flag} {url} must be an https:// URL; the agent only talks to AIoD over TLS"
                 )));
             }
+            let parsed = reqwest::Url::parse(url).map_err(|error| {
+                ConfigError(format!(
+                    "{flag} {url} is not a valid URL ({error}); pass a URL such as https://api.aiod.eu"
+                ))
+            })?;
+            if parsed.host_str().is_none_or(str::is_empty) || parsed.query().is_some() || parsed.fragment().is_some() {
+                return Err(ConfigError(format!(
+                    "{flag} {url} needs a host and no query or fragment; pass a URL such as https://api.aiod.eu"
+                )));
+            }
         }
-        if let Some(path) = &self.ca_cert
-            && !path.is_file()
+        if let Some(path) = &self.ca_cert {
+            check_ca_file(path)?;
+        }
+        if let Some(name) = &self.name
+            && (name.trim().is_empty() || name.chars().count() > 256)
         {
-            return Err(ConfigError(format!(
-                "--ca-cert {} is not a file; pass the PEM file of the API's CA",
-                path.display()
-            )));
+            return Err(ConfigError(format!("--name `{name}` is invalid; an asset name is 1-256 characters")));
         }
         if !valid_platform_name(&self.platform) {
             return Err(ConfigError(format!(
-                "--platform `{}` is invalid; AIoD platform names are 1-64 lowercase characters",
+                "--platform `{}` is invalid; use 1-64 characters of a-z, 0-9, `_` and `-`, such as `my_site`",
                 self.platform
             )));
         }
@@ -246,6 +256,37 @@ impl RegisterCommand {
 }
 
 /// AIoD stores platform names lowercase, at most 64 characters.
+/// Accepts 1-64 characters of `[a-z0-9_-]`. AIoD stores platform names
+/// lowercase and recommends snake_case, and the name goes into URL paths, so
+/// anything else (`..`, `?`, `/`) is refused rather than encoded.
 fn valid_platform_name(name: &str) -> bool {
-    !name.is_empty() && name.chars().count() <= 64 && !name.chars().any(char::is_uppercase) && !name.contains('/')
+    (1..=64).contains(&name.len())
+        && name.bytes().all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'_' || b == b'-')
+}
+
+/// Checks that a CA file holds at least one well-formed PEM certificate, so a
+/// wrong file is reported before anything is collected or sent.
+fn check_ca_file(path: &std::path::Path) -> Result<(), ConfigError> {
+    use rustls_pki_types::CertificateDer;
+    use rustls_pki_types::pem::PemObject as _;
+
+    let certificates: Result<Vec<CertificateDer<'static>>, _> = CertificateDer::pem_file_iter(path)
+        .map_err(|error| {
+            ConfigError(format!(
+                "failed to read --ca-cert {}: {error}; pass the PEM file of the API's CA",
+                path.display()
+            ))
+        })?
+        .collect();
+    match certificates {
+        Ok(certificates) if !certificates.is_empty() => Ok(()),
+        Ok(_) => Err(ConfigError(format!(
+            "--ca-cert {} holds no certificate; pass a PEM file with at least one `BEGIN CERTIFICATE` block",
+            path.display()
+        ))),
+        Err(error) => Err(ConfigError(format!(
+            "--ca-cert {} is not valid PEM ({error}); pass the PEM file of the API's CA",
+            path.display()
+        ))),
+    }
 }

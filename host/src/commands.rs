@@ -38,14 +38,23 @@ pub async fn collect_report(settings: CollectSettings) -> anyhow::Result<NodeRep
 pub async fn collect(command: CollectCommand) -> Result<(), CommandError> {
     let settings = command.collect.settings()?;
     let report = collect_report(settings).await?;
-    match command.format {
-        OutputFormat::Json => {
-            let json = serde_json::to_string_pretty(&report).context("failed to serialise the report")?;
-            println!("{json}");
-        }
-        OutputFormat::Table => print!("{}", summary_table(&report)),
-    }
+    let text = match command.format {
+        OutputFormat::Json => serde_json::to_string_pretty(&report).context("failed to serialise the report")? + "\n",
+        OutputFormat::Table => summary_table(&report),
+    };
+    write_stdout(&text)?;
     Ok(())
+}
+
+/// Writes to stdout. A closed pipe (`hw-agent collect | head`) is the
+/// reader's choice, not an error; other write errors are reported.
+fn write_stdout(text: &str) -> anyhow::Result<()> {
+    use std::io::Write as _;
+    let mut stdout = std::io::stdout().lock();
+    match stdout.write_all(text.as_bytes()).and_then(|()| stdout.flush()) {
+        Err(error) if error.kind() == std::io::ErrorKind::BrokenPipe => Ok(()),
+        other => other.context("failed to write to standard output"),
+    }
 }
 
 /// Collects this node and registers or updates its asset. `register` and
@@ -72,7 +81,7 @@ pub async fn register(command: RegisterCommand) -> Result<(), CommandError> {
     let (registration, report) = register_node(collect, aiod, command.name.clone()).await?;
     let verb = if registration.created { "registered" } else { "updated" };
     eprintln!("{verb} computational asset: {}", summary_line(&report));
-    println!("{}", registration.identifier);
+    write_stdout(&format!("{}\n", registration.identifier))?;
     Ok(())
 }
 

@@ -8,7 +8,14 @@ use hw_agent::cli::{Cli, Command, EXIT_CONFIG};
 use hw_agent::commands::{self, CommandError};
 
 fn main() -> ExitCode {
-    let cli = Cli::parse();
+    let cli = match Cli::try_parse() {
+        Ok(cli) => cli,
+        Err(error) => {
+            let usage_error = error.use_stderr();
+            let _ = error.print();
+            return if usage_error { ExitCode::from(EXIT_CONFIG) } else { ExitCode::SUCCESS };
+        }
+    };
     let filter = match tracing_subscriber::EnvFilter::try_new(log_directives(&cli.log)) {
         Ok(filter) => filter,
         Err(error) => {

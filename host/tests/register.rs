@@ -387,3 +387,32 @@ async fn expired_token_is_replaced() {
     .await
     .expect("test timed out");
 }
+
+#[test]
+fn unsafe_platform_name_and_bad_ca_exit_with_usage_status() {
+    let secret = tempfile::NamedTempFile::new().expect("secret file");
+    std::fs::write(secret.path(), "s3cret\n").expect("write secret");
+    let not_pem = tempfile::NamedTempFile::new().expect("CA file");
+    std::fs::write(not_pem.path(), "this is not a certificate\n").expect("write CA file");
+
+    let run = |platform: &str, ca: &Path| {
+        std::process::Command::new(env!("CARGO_BIN_EXE_hw-agent"))
+            .args(["register", "--api-url", "https://127.0.0.1:1", "--token-url", "https://127.0.0.1:1/token"])
+            .args(["--client-id", "agent", "--platform", platform, "--client-secret-file"])
+            .arg(secret.path())
+            .arg("--ca-cert")
+            .arg(ca)
+            .output()
+            .expect("run hw-agent register")
+    };
+
+    let tls = tempfile::tempdir().expect("TLS directory");
+    let ca = aiod_mock::tls::ensure_material(tls.path(), &[]).expect("CA").ca;
+    let output = run("..", &ca);
+    assert_eq!(output.status.code(), Some(64));
+    assert!(String::from_utf8_lossy(&output.stderr).contains("--platform `..` is invalid"));
+
+    let output = run("lab", not_pem.path());
+    assert_eq!(output.status.code(), Some(64));
+    assert!(String::from_utf8_lossy(&output.stderr).contains("--ca-cert"));
+}

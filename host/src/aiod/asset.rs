@@ -70,8 +70,8 @@ pub fn asset_body(report: &NodeReport, platform: &str, resource_identifier: &str
 }
 
 /// Serialises the report compactly. When it exceeds AIoD's limit, the ISA
-/// flag lists, the largest and least searched part, are dropped and the
-/// report says so under `unknown`.
+/// flag lists (the largest and least searched part) and then the plugin
+/// attributes are dropped, and the report says so under `unknown`.
 fn description_json(report: &NodeReport) -> anyhow::Result<String> {
     let plain = serde_json::to_string(report).context("failed to serialise the node report")?;
     if plain.chars().count() <= DESCRIPTION_MAX_CHARS {
@@ -88,9 +88,18 @@ fn description_json(report: &NodeReport) -> anyhow::Result<String> {
         format!("left out to fit AIoD's {DESCRIPTION_MAX_CHARS}-character description limit"),
     );
     let plain = serde_json::to_string(&trimmed).context("failed to serialise the node report")?;
+    if plain.chars().count() <= DESCRIPTION_MAX_CHARS {
+        return Ok(plain);
+    }
+    trimmed.attributes.clear();
+    trimmed.unknown.insert(
+        "attributes".to_owned(),
+        format!("left out to fit AIoD's {DESCRIPTION_MAX_CHARS}-character description limit"),
+    );
+    let plain = serde_json::to_string(&trimmed).context("failed to serialise the node report")?;
     anyhow::ensure!(
         plain.chars().count() <= DESCRIPTION_MAX_CHARS,
-        "the node report has {} characters even without CPU flags, more than AIoD's {DESCRIPTION_MAX_CHARS}",
+        "the node report has {} characters even without CPU flags and attributes, more than AIoD's {DESCRIPTION_MAX_CHARS}",
         plain.chars().count()
     );
     Ok(plain)

@@ -15,6 +15,14 @@ use model::{
 };
 pub use summary::{keywords, summary_html, summary_line, summary_table};
 
+/// Longest attribute value kept, in characters. The whole report must fit
+/// AIoD's 65,535-character description, so one collector cannot be allowed
+/// to fill it.
+pub const ATTRIBUTE_VALUE_MAX_CHARS: usize = 1024;
+
+/// Most attributes kept from one collector.
+pub const ATTRIBUTES_PER_COLLECTOR_MAX: usize = 256;
+
 /// OS and kernel facts as a collector reports them, before they are placed
 /// in the report's `node` section.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize)]
@@ -152,7 +160,20 @@ fn absorb(
         merged.network.get_or_insert_with(Vec::new).extend(interfaces);
     }
 
-    for (key, value) in partial.attributes {
+    let count = partial.attributes.len();
+    if count > ATTRIBUTES_PER_COLLECTOR_MAX {
+        outcome.warnings.push(format!(
+            "{} of {count} attributes dropped: at most {ATTRIBUTES_PER_COLLECTOR_MAX} are kept per collector",
+            count - ATTRIBUTES_PER_COLLECTOR_MAX
+        ));
+    }
+    for (key, value) in partial.attributes.into_iter().take(ATTRIBUTES_PER_COLLECTOR_MAX) {
+        if value.chars().count() > ATTRIBUTE_VALUE_MAX_CHARS {
+            outcome.warnings.push(format!(
+                "attribute `{key}` dropped: its value is longer than {ATTRIBUTE_VALUE_MAX_CHARS} characters"
+            ));
+            continue;
+        }
         if let Err(reason) = validate_attribute_key(&key) {
             outcome.warnings.push(format!("attribute `{key}` dropped: {reason}"));
             continue;
@@ -249,6 +270,28 @@ fn status_word(status: CollectorStatus) -> &'static str {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn oversized_attribute_is_dropped_with_warning() {
+        let partial = Partial {
+            attributes: vec![
+                ("example.com/big".to_owned(), "x".repeat(ATTRIBUTE_VALUE_MAX_CHARS + 1)),
+                ("example.com/small".to_owned(), "ok".to_owned()),
+            ],
+            ..Partial::default()
+        };
+        let run = CollectorRun {
+            name: "plugin".to_owned(),
+            version: None,
+            source: crate::runtime::CollectorSource::BuiltIn,
+            duration: std::time::Duration::ZERO,
+            result: Ok(partial),
+        };
+        let report = merge(vec![run], false);
+        assert!(!report.attributes.contains_key("example.com/big"));
+        assert_eq!(report.attributes.get("example.com/small").map(String::as_str), Some("ok"));
+        assert_eq!(report.collectors[0].warnings.len(), 1);
+    }
 
     #[test]
     fn attribute_keys() {

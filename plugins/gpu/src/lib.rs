@@ -49,10 +49,19 @@ impl Guest for Collector {
 #[cfg(target_arch = "wasm32")]
 hw_collector_guest::bindings::export_collector!(Collector with_types_in hw_collector_guest::bindings);
 
-/// Lists the accelerators of the machine below `root`. A machine without a
-/// PCI bus in sysfs (some arm64 boards, containers without `/sys`) has none,
-/// which is not an error.
+/// Lists the accelerators of the machine below `root`. A machine whose sysfs
+/// has no PCI bus (some arm64 boards) has none, which is not an error; a root
+/// without sysfs at all is.
 pub fn collect_accelerators(root: &Root, options: &CollectOptions) -> Result<Vec<Accelerator>, CollectError> {
+    // Without /sys/bus the list would be empty for a reason that says
+    // nothing about the hardware (a container without /sys mounted), and an
+    // empty list means "no accelerators".
+    if !root.exists("/sys/bus") {
+        return Err(CollectError::NotSupported(
+            "sysfs is not available (/sys/bus is missing); mount the host's /sys, read-only, under the host root"
+                .to_owned(),
+        ));
+    }
     let nvidia_driver_version =
         root.read_opt(format!("{NVIDIA_PROC}/version")).and_then(|text| nvidia_driver_version(&text));
     let drm_cards = drm_cards_by_address(root);
@@ -202,6 +211,13 @@ mod tests {
         let text = "NVRM version: NVIDIA UNIX x86_64 Kernel Module  535.129.03  Thu Oct 19 18:56:32 UTC 2023\nGCC version:  gcc version 12\n";
         assert_eq!(nvidia_driver_version(text).as_deref(), Some("535.129.03"));
         assert_eq!(nvidia_driver_version("garbage"), None);
+    }
+
+    #[test]
+    fn root_without_sysfs_is_an_error() {
+        let empty = std::env::temp_dir().join("hw-collector-gpu-no-sysfs");
+        let result = collect_accelerators(&Root::at(&empty), &CollectOptions { include_identifiers: false });
+        assert!(matches!(result, Err(CollectError::NotSupported(_))));
     }
 
     #[test]
