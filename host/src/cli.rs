@@ -74,7 +74,7 @@ pub struct CollectArgs {
     #[arg(long, env = "HW_AGENT_MEMORY_LIMIT_MIB", default_value_t = 64)]
     pub memory_limit_mib: u64,
 
-    /// CPU-time limit of each collector call, in milliseconds.
+    /// Run-time limit of each collector call, in milliseconds of wall-clock time.
     #[arg(long, env = "HW_AGENT_DEADLINE_MS", default_value_t = 2000)]
     pub deadline_ms: u64,
 }
@@ -255,7 +255,6 @@ impl RegisterCommand {
     }
 }
 
-/// AIoD stores platform names lowercase, at most 64 characters.
 /// Accepts 1-64 characters of `[a-z0-9_-]`. AIoD stores platform names
 /// lowercase and recommends snake_case, and the name goes into URL paths, so
 /// anything else (`..`, `?`, `/`) is refused rather than encoded.
@@ -264,7 +263,7 @@ fn valid_platform_name(name: &str) -> bool {
         && name.bytes().all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'_' || b == b'-')
 }
 
-/// Checks that a CA file holds at least one well-formed PEM certificate, so a
+/// Checks that a CA file contains at least one well-formed PEM certificate, so a
 /// wrong file is reported before anything is collected or sent.
 fn check_ca_file(path: &std::path::Path) -> Result<(), ConfigError> {
     use rustls_pki_types::CertificateDer;
@@ -281,7 +280,7 @@ fn check_ca_file(path: &std::path::Path) -> Result<(), ConfigError> {
     match certificates {
         Ok(certificates) if !certificates.is_empty() => Ok(()),
         Ok(_) => Err(ConfigError(format!(
-            "--ca-cert {} holds no certificate; pass a PEM file with at least one `BEGIN CERTIFICATE` block",
+            "--ca-cert {} contains no certificate; pass a PEM file with at least one `BEGIN CERTIFICATE` block",
             path.display()
         ))),
         Err(error) => Err(ConfigError(format!(

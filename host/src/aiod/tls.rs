@@ -33,7 +33,7 @@ pub fn http_client(ca_file: Option<&Path>, request_timeout: Duration) -> anyhow:
         })?;
         anyhow::ensure!(
             !certificates.is_empty(),
-            "CA file {} holds no certificate; pass a PEM file with at least one `BEGIN CERTIFICATE` block",
+            "CA file {} contains no certificate; pass a PEM file with at least one `BEGIN CERTIFICATE` block",
             path.display()
         );
         builder = builder.tls_certs_only(certificates);

@@ -189,7 +189,7 @@ pub enum CollectorStatus {
     Ok,
     /// The collector returned an error, trapped, or could not be loaded.
     Error,
-    /// The collector ran past its CPU-time deadline.
+    /// The collector ran past its run-time deadline.
     Timeout,
     /// The collector hit a memory, table or output limit.
     LimitExceeded,

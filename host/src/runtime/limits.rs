@@ -11,8 +11,10 @@ pub struct GuestLimits {
     pub memory_bytes: usize,
     /// Maximum number of elements in each table.
     pub table_elements: usize,
-    /// CPU-time budget of one call into the guest, in milliseconds. Enforced
-    /// through epoch interruption, so it is exact to one epoch tick.
+    /// Run-time budget of one call into the guest, in milliseconds of
+    /// wall-clock time, enforced through epoch interruption to one epoch tick.
+    // NOTE: a guest blocked inside a host call (a slow file read) is not
+    // interrupted until the call returns; only guest code checks the epoch.
     pub deadline_ms: u64,
     /// Maximum size of a collector's result, as serialised JSON, in bytes.
     pub output_bytes: usize,

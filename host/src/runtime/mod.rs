@@ -384,7 +384,7 @@ fn classify(error: &wasmtime::Error, stderr: &MemoryOutputPipe) -> GuestFailure 
         return GuestFailure { status: CollectorStatus::LimitExceeded, message: limit.to_string() };
     }
     if let Some(Trap::Interrupt) = error.downcast_ref::<Trap>() {
-        return GuestFailure { status: CollectorStatus::Timeout, message: "CPU-time deadline exceeded".to_owned() };
+        return GuestFailure { status: CollectorStatus::Timeout, message: "run-time deadline exceeded".to_owned() };
     }
 
     let mut message = match error.downcast_ref::<Trap>() {
