@@ -156,3 +156,17 @@ fn agent_proc_entries_stay_hidden() {
     }
     assert_built_ins_kept(&report);
 }
+
+#[test]
+fn shared_cache_directory_is_not_used() {
+    use hw_agent::runtime::CacheUse;
+    use std::os::unix::fs::PermissionsExt as _;
+
+    let cache = tempfile::tempdir().expect("cache directory");
+    fs::set_permissions(cache.path(), fs::Permissions::from_mode(0o777)).expect("make the cache world-writable");
+    let settings = common::settings(&common::fixture("this-machine"), None, cache.path());
+
+    let collection = Collection::load(&settings).expect("collectors load");
+    assert!(collection.collectors().iter().all(|collector| collector.cache == CacheUse::Disabled));
+    assert_eq!(fs::read_dir(cache.path()).expect("cache directory").count(), 0, "nothing is written there");
+}

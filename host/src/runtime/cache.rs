@@ -42,7 +42,7 @@ impl ComponentCache {
 
     /// Compiles `bytes`, or loads the compiled form from the cache.
     pub fn load(&self, engine: &Engine, bytes: &[u8]) -> anyhow::Result<(Component, CacheUse)> {
-        let Some(dir) = &self.dir else {
+        let Some(dir) = self.dir.as_ref().filter(|dir| is_private(dir)) else {
             return Ok((Component::new(engine, bytes)?, CacheUse::Disabled));
         };
         let path = dir.join(entry_name(engine, bytes));
@@ -64,6 +64,27 @@ impl ComponentCache {
         }
         Ok((component, CacheUse::Miss))
     }
+}
+
+/// Accepts a cache directory that does not exist yet (it is created
+/// owner-only) or that no group or other user may write. Artifacts in it are
+/// run as native code, so a directory others can write is not used.
+// NOTE: an artifact is trusted once it has the right name in a private
+// directory; wasmtime checks its header and engine settings, not that it was
+// compiled from the component its name hashes.
+fn is_private(dir: &Path) -> bool {
+    let Ok(metadata) = fs::metadata(dir) else {
+        return true;
+    };
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::PermissionsExt as _;
+        if metadata.permissions().mode() & 0o022 != 0 {
+            tracing::warn!(dir = %dir.display(), "component cache directory is writable by group or others; compiling without the cache");
+            return false;
+        }
+    }
+    metadata.is_dir()
 }
 
 fn entry_name(engine: &Engine, bytes: &[u8]) -> String {
