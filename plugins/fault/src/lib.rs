@@ -35,15 +35,7 @@ impl Guest for Collector {
                 ("test.hw-agent/proc-self-mem", readable("/proc/self/mem")),
                 ("test.hw-agent/proc-1-environ", readable("/proc/1/environ")),
             ])),
-            _ => Ok(PartialReport {
-                cpu: None,
-                memory: None,
-                os: None,
-                accelerators: None,
-                storage: None,
-                network: None,
-                attributes: vec![Attribute { key: "test.hw-agent/fault-mode".to_owned(), value: mode }],
-            }),
+            _ => Ok(attributes(&[("test.hw-agent/fault-mode", mode.as_str())])),
         }
     }
 }
