@@ -1,6 +1,6 @@
 //! What the host offers to collectors: read-only views of the host root.
 //!
-//! By default a collector sees `/sys`, a snapshot of selected `/proc` files
+//! By default a collector can read `/sys`, a snapshot of selected `/proc` files
 //! and `/etc/os-release` of the host root (`/` on a machine, `/host` in the
 //! DaemonSet, a fixture directory in tests) and nothing else.
 //!
@@ -75,12 +75,8 @@ impl HostRoot {
         Ok(Self { root })
     }
 
-    pub fn path(&self) -> &Path {
-        &self.root
-    }
-
     /// Builds the preopens for one collection. A granted directory missing
-    /// from the root is left out, so the guest sees "not found", as it would
+    /// from the root is left out, so the guest gets "not found", as it would
     /// on a machine without it.
     pub fn grants(&self) -> anyhow::Result<FilesystemGrants> {
         let mut preopens = Vec::new();
@@ -132,14 +128,7 @@ impl HostRoot {
                 None => vec![PathBuf::from(pattern)],
             };
             for relative in sources {
-                let Some(path) = resolve_in_root(&self.root, &relative) else { continue };
-                let Ok(metadata) = fs::metadata(&path) else { continue };
-                // Only regular files: a FIFO or device here would block or
-                // stream forever.
-                if !metadata.is_file() {
-                    continue;
-                }
-                let Ok(contents) = read_bounded(&path, PROC_FILE_MAX_BYTES) else { continue };
+                let Some(contents) = self.read_regular_file(&relative) else { continue };
                 let target = staging.join(&relative);
                 if let Some(parent) = target.parent() {
                     fs::create_dir_all(parent).with_context(|| format!("failed to stage {}", relative.display()))?;
@@ -151,11 +140,16 @@ impl HostRoot {
     }
 
     fn read_os_release(&self) -> Option<Vec<u8>> {
-        OS_RELEASE.iter().find_map(|relative| {
-            let path = resolve_in_root(&self.root, Path::new(relative))?;
-            fs::metadata(&path).ok().filter(fs::Metadata::is_file)?;
-            read_bounded(&path, PROC_FILE_MAX_BYTES).ok()
-        })
+        OS_RELEASE.iter().find_map(|relative| self.read_regular_file(Path::new(relative)))
+    }
+
+    /// Reads a file below the root, bounded in size, or `None` when it is
+    /// missing, unreadable or not a regular file. A FIFO or device would
+    /// block or stream forever.
+    fn read_regular_file(&self, relative: &Path) -> Option<Vec<u8>> {
+        let path = resolve_in_root(&self.root, relative)?;
+        fs::metadata(&path).ok().filter(fs::Metadata::is_file)?;
+        read_bounded(&path, PROC_FILE_MAX_BYTES).ok()
     }
 }
 
@@ -241,7 +235,7 @@ mod tests {
     }
 
     #[test]
-    fn proc_snapshot_holds_only_allowlisted_files() {
+    fn proc_snapshot_has_only_allowlisted_files() {
         let root = tempfile::tempdir().expect("temporary directory");
         fs::create_dir_all(root.path().join("proc/self")).expect("create proc/self");
         fs::create_dir_all(root.path().join("proc/driver/nvidia/gpus/0000:17:00.0")).expect("create nvidia dirs");

@@ -389,7 +389,7 @@ async fn expired_token_is_replaced() {
 }
 
 #[test]
-fn unsafe_platform_name_and_bad_ca_exit_with_usage_status() {
+fn bad_platform_or_ca_exits_64() {
     let secret = tempfile::NamedTempFile::new().expect("secret file");
     std::fs::write(secret.path(), "s3cret\n").expect("write secret");
     let not_pem = tempfile::NamedTempFile::new().expect("CA file");

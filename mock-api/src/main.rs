@@ -55,7 +55,7 @@ struct ServeArgs {
     #[arg(long, default_value_t = 0)]
     latency_ms: u64,
 
-    /// Fault injection: share of requests (0.0-1.0) answered 500 or 503 without being processed.
+    /// Fault injection: share of requests (0.0-1.0) that get a 500 or 503 response without being processed.
     #[arg(long, default_value_t = 0.0)]
     error_rate: f64,
 

@@ -10,7 +10,7 @@ use std::path::Path;
 
 use anyhow::Context as _;
 use chrono::NaiveDateTime;
-use rusqlite::{Connection, OptionalExtension as _, params};
+use rusqlite::{Connection, params};
 
 use crate::auth::Client;
 use crate::store::{Asset, Catalogue, Platform, Status};
@@ -188,13 +188,6 @@ impl Database {
             .execute("DELETE FROM platforms WHERE identifier = ?1", params![identifier as i64])
             .context("failed to delete a platform")?;
         Ok(())
-    }
-
-    /// Counts stored assets, for tests and diagnostics.
-    pub fn asset_count(&self) -> anyhow::Result<u64> {
-        let count: Option<i64> =
-            self.connection.query_row("SELECT COUNT(*) FROM assets", [], |row| row.get(0)).optional()?;
-        Ok(count.unwrap_or(0) as u64)
     }
 }
 

@@ -687,7 +687,7 @@ async fn answered_write_survives_kill() {
             .expect("post");
         assert_eq!(response.status(), StatusCode::OK);
         let created: Value = response.json().await.expect("post body");
-        // SIGKILL right after the answer: no shutdown code runs.
+        // SIGKILL right after the response, so no shutdown code runs.
         child.kill().await.expect("kill -9");
 
         let (mut restarted, url) = spawn_mock_process(state.path()).await;

@@ -71,7 +71,7 @@ pub fn asset_body(report: &NodeReport, platform: &str, resource_identifier: &str
 
 /// Serialises the report compactly. When it exceeds AIoD's limit, the ISA
 /// flag lists (the largest and least searched part) and then the plugin
-/// attributes are dropped, and the report says so under `unknown`.
+/// attributes are dropped, and `unknown` records why.
 fn description_json(report: &NodeReport) -> anyhow::Result<String> {
     let plain = serde_json::to_string(report).context("failed to serialise the node report")?;
     if plain.chars().count() <= DESCRIPTION_MAX_CHARS {

@@ -97,13 +97,6 @@ impl RequestError {
         }
     }
 
-    pub fn status(&self) -> Option<StatusCode> {
-        match self {
-            RequestError::Transport { .. } => None,
-            RequestError::Api(error) => Some(error.status),
-        }
-    }
-
     pub fn message(&self) -> String {
         match self {
             RequestError::Transport { message, .. } => message.clone(),

@@ -64,10 +64,6 @@ impl AiodClient {
         Ok(Self { http, settings, token: Mutex::new(token) })
     }
 
-    pub fn settings(&self) -> &AiodSettings {
-        &self.settings
-    }
-
     /// Creates the asset, or replaces the one with the same
     /// `platform_resource_identifier`. `body` must carry the platform fields,
     /// because a PUT clears whatever it omits.
@@ -250,7 +246,7 @@ impl AiodClient {
         self.settings.api_url.trim_end_matches('/')
     }
 
-    /// Turns a failed request into a message that tells the operator what to do next.
+    /// Turns a failed request into a message that gives the operator the next step.
     fn explain(&self, operation: &str, error: &RequestError) -> anyhow::Error {
         let error = match error {
             RequestError::Transport { message, .. } => return anyhow::anyhow!("failed to {operation}: {message}"),

@@ -15,7 +15,7 @@ use model::{
 };
 pub use summary::{keywords, summary_html, summary_line, summary_table};
 
-/// Longest attribute value kept, in characters. The whole report must fit
+/// Maximum length of a kept attribute value, in characters. The whole report must fit
 /// AIoD's 65,535-character description, so one collector cannot be allowed
 /// to fill it.
 pub const ATTRIBUTE_VALUE_MAX_CHARS: usize = 1024;

@@ -26,7 +26,7 @@ pub struct NodeReport {
     pub network: Option<Vec<NetworkInterface>>,
     /// Namespaced facts outside the typed sections (`example.com/fabric`).
     pub attributes: BTreeMap<String, String>,
-    /// Why a section is `null`, keyed by section name.
+    /// The reason each `null` section is unknown, keyed by section name.
     pub unknown: BTreeMap<String, String>,
     pub collectors: Vec<CollectorOutcome>,
 }
@@ -182,7 +182,7 @@ pub struct NetworkInterface {
     pub mac_address: Option<String>,
 }
 
-/// How one collector's run ended.
+/// The outcome of one collector's run.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum CollectorStatus {

@@ -15,7 +15,7 @@ use sha2::{Digest, Sha256};
 use wasmtime::Engine;
 use wasmtime::component::Component;
 
-/// Where compiled components are kept; `None` compiles every time.
+/// The directory of compiled components. `None` compiles every time.
 #[derive(Debug, Clone)]
 pub struct ComponentCache {
     dir: Option<PathBuf>,
@@ -34,7 +34,7 @@ impl ComponentCache {
         Self { dir }
     }
 
-    /// The default location: `$XDG_CACHE_HOME/aiod-hw-agent` or its platform
+    /// Returns the default location: `$XDG_CACHE_HOME/aiod-hw-agent` or its platform
     /// equivalent, `None` when the platform has no cache directory.
     pub fn default_dir() -> Option<PathBuf> {
         dirs::cache_dir().map(|dir| dir.join("aiod-hw-agent").join("components"))
@@ -70,7 +70,7 @@ impl ComponentCache {
 /// owner-only) or that no group or other user may write. Artifacts in it are
 /// run as native code, so a directory others can write is not used.
 // NOTE: an artifact is trusted once it has the right name in a private
-// directory; wasmtime checks its header and engine settings, not that it was
+// directory. Wasmtime checks its header and engine settings, not that it was
 // compiled from the component its name hashes.
 fn is_private(dir: &Path) -> bool {
     let Ok(metadata) = fs::metadata(dir) else {

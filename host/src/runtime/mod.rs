@@ -215,10 +215,6 @@ impl Runtime {
         Ok(Self { engine, linker, cache, limits, _ticker: ticker })
     }
 
-    pub fn limits(&self) -> GuestLimits {
-        self.limits
-    }
-
     /// Compiles (or loads from cache) and type-checks a component, then calls
     /// its `info` export. The host root supplies the grants for that call.
     pub fn load(&self, bytes: &[u8], source: CollectorSource, root: &HostRoot) -> anyhow::Result<LoadedCollector> {

@@ -53,8 +53,8 @@ hw_collector_guest::bindings::export_collector!(Collector with_types_in hw_colle
 /// has no PCI bus (some arm64 boards) has none, which is not an error; a root
 /// without sysfs at all is.
 pub fn collect_accelerators(root: &Root, options: &CollectOptions) -> Result<Vec<Accelerator>, CollectError> {
-    // Without /sys/bus the list would be empty for a reason that says
-    // nothing about the hardware (a container without /sys mounted), and an
+    // Without /sys/bus the list would be empty for a reason unrelated
+    // to the hardware (a container without /sys mounted), and an
     // empty list means "no accelerators".
     if !root.exists("/sys/bus") {
         return Err(CollectError::NotSupported(
