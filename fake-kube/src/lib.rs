@@ -1,0 +1,1 @@
+//! Fake Kubernetes API server (placeholder while the crate is written).

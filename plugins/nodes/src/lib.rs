@@ -1,0 +1,1 @@
+//! The `nodes` collector (placeholder while the crate is written).
