@@ -4,9 +4,15 @@
 //!
 //! [`start`] runs the server inside the caller's tokio runtime, which is how
 //! `hw-agent demo` and the tests embed it; the `aiod-mock` binary wraps it.
+//!
+//! Besides AIoD's routes, it serves the credentials hand-off extension, which
+//! is not part of AIoD's API: `GET /extensions/hw-agent/credentials-key`, and
+//! `GET` and `PUT /extensions/hw-agent/computational_assets/{identifier}/credentials`.
+//! See [`credentials`] and `docs/credentials-handoff.md`.
 
 pub mod api;
 pub mod auth;
+pub mod credentials;
 pub mod faults;
 pub mod persist;
 pub mod store;
@@ -36,8 +42,9 @@ const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
 #[derive(Debug, Clone)]
 pub struct MockConfig {
     pub listen: SocketAddr,
-    /// Holds the TLS material (`ca.pem`, `server.pem`, `server.key`) and the
-    /// SQLite state database, so assets, platforms and clients survive a restart.
+    /// Holds the TLS material (`ca.pem`, `server.pem`, `server.key`), the
+    /// credentials key (`credentials-x25519.key`) and the SQLite state
+    /// database, so assets, platforms, clients and hand-offs survive a restart.
     pub state_dir: PathBuf,
     pub clients: Vec<Client>,
     pub token_lifetime: Duration,
@@ -71,7 +78,8 @@ impl RunningMock {
         format!("{}/realms/aiod/protocol/openid-connect/token", self.base_url())
     }
 
-    /// Stops accepting connections and waits for the accept loop to end.
+    /// Stops accepting connections, closes the open ones and waits for the
+    /// accept loop to end.
     pub async fn shutdown(self) {
         let _ = self.shutdown.send(true);
         let _ = self.task.await;
@@ -89,6 +97,7 @@ pub async fn start(config: MockConfig) -> anyhow::Result<RunningMock> {
         .await
         .with_context(|| format!("failed to listen on {}; pick a free address with --listen", config.listen))?;
     let addr = listener.local_addr().context("failed to read the bound address")?;
+    let credentials_key = credentials::CredentialsKey::load_or_create(&config.state_dir)?;
 
     let mut database = persist::Database::open(&config.state_dir)?;
     let clients = database.merge_clients(&config.clients)?;
@@ -98,6 +107,8 @@ pub async fn start(config: MockConfig) -> anyhow::Result<RunningMock> {
         assets = catalogue.assets.len(),
         platforms = catalogue.platforms.len(),
         clients = clients.len(),
+        hand_offs = catalogue.hand_offs.len(),
+        credentials_key_id = %credentials_key.key_id(),
         "state loaded"
     );
 
@@ -105,6 +116,7 @@ pub async fn start(config: MockConfig) -> anyhow::Result<RunningMock> {
         realm: Mutex::new(auth::Realm::new(clients, config.token_lifetime)),
         catalogue: Mutex::new(catalogue),
         auto_publish: config.auto_publish,
+        credentials_key,
     });
     let (shutdown, mut stopped) = watch::channel(false);
     let acceptor = TlsAcceptor::from(tls_config);
@@ -128,6 +140,7 @@ pub async fn start(config: MockConfig) -> anyhow::Result<RunningMock> {
             };
             let acceptor = acceptor.clone();
             let service = service.clone();
+            let mut closing = stopped.clone();
             tokio::spawn(async move {
                 let tls = match tokio::time::timeout(HANDSHAKE_TIMEOUT, acceptor.accept(stream)).await {
                     Ok(Ok(tls)) => tls,
@@ -140,11 +153,17 @@ pub async fn start(config: MockConfig) -> anyhow::Result<RunningMock> {
                         return;
                     }
                 };
-                let served = auto::Builder::new(TokioExecutor::new())
-                    .serve_connection(TokioIo::new(tls), TowerToHyperService::new(service))
-                    .await;
-                if let Err(error) = served {
-                    tracing::debug!(%peer, %error, "connection ended with an error");
+                let builder = auto::Builder::new(TokioExecutor::new());
+                let served = builder.serve_connection(TokioIo::new(tls), TowerToHyperService::new(service));
+                // Shutting down closes kept-alive connections too, so a client
+                // cannot go on talking to a stopped mock's state.
+                tokio::select! {
+                    result = served => {
+                        if let Err(error) = result {
+                            tracing::debug!(%peer, %error, "connection ended with an error");
+                        }
+                    }
+                    _ = closing.wait_for(|stop| *stop) => tracing::debug!(%peer, "connection closed by shutdown"),
                 }
             });
         }

@@ -1,5 +1,5 @@
 //! Durable state of the mock in SQLite (`STATE_DIR/aiod-mock.sqlite3`):
-//! assets, platforms, asset types and clients.
+//! assets, platforms, asset types, clients and credentials hand-offs.
 //!
 //! The in-memory catalogue serves reads. Every write goes to SQLite first,
 //! in its own transaction with `synchronous=FULL`, and only then to memory,
@@ -10,9 +10,10 @@ use std::path::Path;
 
 use anyhow::Context as _;
 use chrono::NaiveDateTime;
-use rusqlite::{Connection, params};
+use rusqlite::{Connection, OptionalExtension as _, params};
 
 use crate::auth::Client;
+use crate::credentials::HandOff;
 use crate::store::{Asset, Catalogue, Platform, Status};
 
 pub const DATABASE_FILE: &str = "aiod-mock.sqlite3";
@@ -37,6 +38,13 @@ CREATE TABLE IF NOT EXISTS clients (
     id TEXT PRIMARY KEY,
     secret TEXT NOT NULL,
     roles TEXT NOT NULL
+);
+CREATE TABLE IF NOT EXISTS credentials (
+    asset_identifier TEXT PRIMARY KEY,
+    key_id TEXT NOT NULL,
+    encapsulated_key BLOB NOT NULL,
+    ciphertext BLOB NOT NULL,
+    received_at TEXT NOT NULL
 );
 ";
 
@@ -118,6 +126,16 @@ impl Database {
                 identifier,
             });
         }
+
+        let mut statement = self
+            .connection
+            .prepare(&format!("{SELECT_HAND_OFF} ORDER BY asset_identifier"))
+            .context("failed to read credentials hand-offs")?;
+        catalogue.hand_offs = statement
+            .query_map([], hand_off_from_row)?
+            .map(|row| row.map(|hand_off| (hand_off.asset_identifier.clone(), hand_off)))
+            .collect::<Result<_, _>>()
+            .context("failed to read credentials hand-offs")?;
         Ok(catalogue)
     }
 
@@ -148,7 +166,8 @@ impl Database {
         Ok(stored)
     }
 
-    /// Inserts or replaces an asset, and records its type.
+    /// Inserts or replaces an asset, and records its type. Deleting an asset
+    /// also deletes its credentials hand-off.
     pub fn save_asset(&mut self, asset: &Asset) -> anyhow::Result<()> {
         let transaction = self.connection.transaction()?;
         transaction.execute(
@@ -168,6 +187,9 @@ impl Database {
         )?;
         if let Some(kind) = asset.fields.get("type").and_then(serde_json::Value::as_str) {
             transaction.execute("INSERT OR IGNORE INTO asset_types (name) VALUES (?1)", params![kind])?;
+        }
+        if asset.deleted.is_some() {
+            transaction.execute("DELETE FROM credentials WHERE asset_identifier = ?1", params![asset.identifier])?;
         }
         transaction.commit().context("failed to commit an asset")
     }
@@ -189,6 +211,60 @@ impl Database {
             .context("failed to delete a platform")?;
         Ok(())
     }
+
+    /// Inserts a credentials hand-off, replacing an earlier one for the same asset.
+    pub fn save_hand_off(&mut self, hand_off: &HandOff) -> anyhow::Result<()> {
+        self.connection
+            .execute(
+                "INSERT INTO credentials (asset_identifier, key_id, encapsulated_key, ciphertext, received_at)
+                 VALUES (?1, ?2, ?3, ?4, ?5)
+                 ON CONFLICT(asset_identifier) DO UPDATE SET key_id = excluded.key_id,
+                     encapsulated_key = excluded.encapsulated_key, ciphertext = excluded.ciphertext,
+                     received_at = excluded.received_at",
+                params![
+                    hand_off.asset_identifier,
+                    hand_off.key_id,
+                    hand_off.encapsulated_key,
+                    hand_off.ciphertext,
+                    hand_off.received_at,
+                ],
+            )
+            .context("failed to store a credentials hand-off")?;
+        Ok(())
+    }
+
+    pub fn load_hand_off(&mut self, asset_identifier: &str) -> anyhow::Result<Option<HandOff>> {
+        self.connection
+            .query_row(
+                &format!("{SELECT_HAND_OFF} WHERE asset_identifier = ?1"),
+                params![asset_identifier],
+                hand_off_from_row,
+            )
+            .optional()
+            .context("failed to read a credentials hand-off")
+    }
+
+    /// Counts the hand-offs sealed to a key other than `key_id`.
+    pub fn count_hand_offs_not_sealed_to(&mut self, key_id: &str) -> anyhow::Result<u64> {
+        let count: i64 = self
+            .connection
+            .query_row("SELECT COUNT(*) FROM credentials WHERE key_id != ?1", params![key_id], |row| row.get(0))
+            .context("failed to count credentials hand-offs")?;
+        Ok(count.max(0) as u64)
+    }
+}
+
+const SELECT_HAND_OFF: &str =
+    "SELECT asset_identifier, key_id, encapsulated_key, ciphertext, received_at FROM credentials";
+
+fn hand_off_from_row(row: &rusqlite::Row<'_>) -> rusqlite::Result<HandOff> {
+    Ok(HandOff {
+        asset_identifier: row.get(0)?,
+        key_id: row.get(1)?,
+        encapsulated_key: row.get(2)?,
+        ciphertext: row.get(3)?,
+        received_at: row.get(4)?,
+    })
 }
 
 fn format_time(time: NaiveDateTime) -> String {
@@ -241,6 +317,46 @@ mod tests {
         assert_eq!(catalogue.assets[0].created, asset.created);
         assert!(catalogue.platform_exists("lab"));
         assert!(catalogue.types.contains("compute node"));
+    }
+
+    #[test]
+    fn hand_offs_replace_and_go_with_their_asset() {
+        let dir = tempfile::tempdir().expect("state directory");
+        let time = chrono::Utc::now().naive_utc();
+        let mut asset = Asset {
+            identifier: "comp_abcdefghijklmnopqrstuvwx".to_owned(),
+            fields: serde_json::Map::new(),
+            owner: "agent".to_owned(),
+            status: Status::Published,
+            created: time,
+            modified: time,
+            deleted: None,
+        };
+        let first = HandOff {
+            asset_identifier: asset.identifier.clone(),
+            key_id: "0123456789abcdef".to_owned(),
+            encapsulated_key: vec![1; 32],
+            ciphertext: vec![2; 40],
+            received_at: "2026-01-02T03:04:05.000Z".to_owned(),
+        };
+        let second = HandOff { ciphertext: vec![3; 50], ..first.clone() };
+        {
+            let mut database = Database::open(dir.path()).expect("open");
+            database.save_asset(&asset).expect("save asset");
+            database.save_hand_off(&first).expect("save hand-off");
+            database.save_hand_off(&second).expect("replace hand-off");
+        }
+
+        let mut database = Database::open(dir.path()).expect("reopen");
+        assert_eq!(database.load_hand_off(&asset.identifier).expect("load"), Some(second.clone()));
+        let catalogue = database.load_catalogue(Catalogue::default()).expect("load catalogue");
+        assert_eq!(catalogue.hand_offs.get(&asset.identifier), Some(&second));
+        assert_eq!(database.count_hand_offs_not_sealed_to("0123456789abcdef").expect("count"), 0);
+        assert_eq!(database.count_hand_offs_not_sealed_to("fedcba9876543210").expect("count"), 1);
+
+        asset.deleted = Some(time);
+        database.save_asset(&asset).expect("delete asset");
+        assert_eq!(database.load_hand_off(&asset.identifier).expect("load"), None);
     }
 
     #[test]

@@ -1,14 +1,16 @@
 //! In-memory catalogue of computational assets and platforms, with the
 //! ownership and visibility rules of the real server.
 //!
-//! Writes go through [`Catalogue::write_asset`] and the platform methods,
-//! which store them in the state database first when one is attached.
+//! Writes go through [`Catalogue::write_asset`], [`Catalogue::write_hand_off`]
+//! and the platform methods, which store them in the state database first
+//! when one is attached.
 
 use chrono::NaiveDateTime;
 use rand::Rng as _;
 use rand::distr::Alphanumeric;
 use serde_json::{Map, Value, json};
 
+use crate::credentials::HandOff;
 use crate::persist::Database;
 
 /// Platforms the real catalogue ships with, in its seeding order.
@@ -125,6 +127,8 @@ pub struct Catalogue {
     pub types: std::collections::BTreeSet<String>,
     /// Review requests, in creation order.
     pub submissions: Vec<Submission>,
+    /// Sealed credentials by asset identifier, at most one per asset.
+    pub hand_offs: std::collections::BTreeMap<String, HandOff>,
     /// The database that makes writes durable; `None` keeps everything in memory.
     database: Option<Database>,
 }
@@ -165,6 +169,7 @@ impl Default for Catalogue {
             platforms,
             types: std::collections::BTreeSet::new(),
             submissions: Vec::new(),
+            hand_offs: std::collections::BTreeMap::new(),
             database: None,
         }
     }
@@ -216,6 +221,7 @@ impl Catalogue {
     }
 
     /// Stores a new or changed asset, durably first, and records its type.
+    /// Deleting an asset discards its credentials hand-off.
     pub fn write_asset(&mut self, asset: Asset) -> anyhow::Result<()> {
         if let Some(database) = self.database.as_mut() {
             database.save_asset(&asset)?;
@@ -223,10 +229,23 @@ impl Catalogue {
         if let Some(kind) = asset.fields.get("type").and_then(Value::as_str) {
             self.types.insert(kind.to_owned());
         }
+        if asset.deleted.is_some() {
+            self.hand_offs.remove(&asset.identifier);
+        }
         match self.assets.iter_mut().find(|known| known.identifier == asset.identifier) {
             Some(known) => *known = asset,
             None => self.assets.push(asset),
         }
+        Ok(())
+    }
+
+    /// Stores a credentials hand-off, durably first, replacing an earlier one
+    /// for the same asset.
+    pub fn write_hand_off(&mut self, hand_off: HandOff) -> anyhow::Result<()> {
+        if let Some(database) = self.database.as_mut() {
+            database.save_hand_off(&hand_off)?;
+        }
+        self.hand_offs.insert(hand_off.asset_identifier.clone(), hand_off);
         Ok(())
     }
 

@@ -13,7 +13,7 @@ use crate::store::{Asset, BUILT_IN_PLATFORMS, Catalogue, Status};
 use crate::validate::{FieldError, validate_create};
 
 /// Checks an identifier's prefix before any lookup, as the real server does.
-fn check_identifier(identifier: &str) -> Result<(), ApiError> {
+pub(super) fn check_identifier(identifier: &str) -> Result<(), ApiError> {
     if identifier.starts_with("comp") {
         return Ok(());
     }
@@ -27,7 +27,7 @@ fn check_identifier(identifier: &str) -> Result<(), ApiError> {
 
 /// Looks up an asset that exists and is not deleted, with the real server's
 /// two 404 messages.
-fn live_asset<'a>(catalogue: &'a Catalogue, identifier: &str) -> Result<&'a Asset, ApiError> {
+pub(super) fn live_asset<'a>(catalogue: &'a Catalogue, identifier: &str) -> Result<&'a Asset, ApiError> {
     let Some(asset) = catalogue.get(identifier) else {
         return Err(detail_error(
             StatusCode::NOT_FOUND,
@@ -237,7 +237,7 @@ pub(super) fn delete(state: &State, caller: &Caller, identifier: &str) -> Reply 
 
 /// Returns whether the caller may write the asset: its creator, holders of
 /// the update role, and connectors of the asset's platform may.
-fn may_edit(caller: &Caller, asset: &Asset) -> bool {
+pub(super) fn may_edit(caller: &Caller, asset: &Asset) -> bool {
     asset.owner == caller.client_id
         || caller.has_role("update_computational_assets")
         || asset.platform().is_some_and(|platform| caller.is_connector_for(platform))

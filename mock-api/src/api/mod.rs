@@ -2,6 +2,11 @@
 //! routing itself is a plain match on path segments. The real server serves
 //! the same routes under three prefixes and distinguishes 404, 405 and the
 //! 307 trailing-slash redirect, which reads more plainly as a match.
+//!
+//! Besides AIoD's routes, the mock serves the credentials hand-off extension
+//! under `/extensions/hw-agent/` (see [`crate::credentials`]):
+//! `GET /extensions/hw-agent/credentials-key`, and `GET` and `PUT
+//! /extensions/hw-agent/computational_assets/{identifier}/credentials`.
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
@@ -13,10 +18,12 @@ use warp::Filter;
 use warp::http::Response;
 
 use crate::auth::{Caller, Realm};
+use crate::credentials::CredentialsKey;
 use crate::store::Catalogue;
 use crate::validate::FieldError;
 
 mod assets;
+mod credentials;
 mod platforms;
 mod submissions;
 mod token;
@@ -38,6 +45,8 @@ pub struct State {
     pub catalogue: Mutex<Catalogue>,
     /// Publish user drafts at once instead of waiting for a review.
     pub auto_publish: bool,
+    /// The key pair that credentials hand-offs are sealed to.
+    pub credentials_key: CredentialsKey,
 }
 
 type Reply = Response<Vec<u8>>;
@@ -201,6 +210,12 @@ fn handle(state: &State, request: &Request) -> Reply {
             with_caller(state, request, |caller| submissions::review(state, request, caller))
         }),
         ["counts", "platforms"] => only(request, &[Method::GET], || platforms::count(state)),
+        ["extensions", "hw-agent", "credentials-key"] => only(request, &[Method::GET], || credentials::key(state)),
+        ["extensions", "hw-agent", "computational_assets", identifier, "credentials"] => match request.method {
+            Method::GET => with_caller(state, request, |caller| credentials::get(state, caller, identifier)),
+            Method::PUT => with_caller(state, request, |caller| credentials::put(state, request, caller, identifier)),
+            _ => method_not_allowed(),
+        },
         ["authorization_test"] => only(request, &[Method::GET], || {
             with_caller(state, request, |caller| {
                 json_response(
