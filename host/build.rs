@@ -17,6 +17,9 @@ const BUILT_IN: &[(&str, &str)] = &[
     ("hw-collector-cpu", "hw_collector_cpu.wasm"),
     ("hw-collector-gpu", "hw_collector_gpu.wasm"),
     ("hw-collector-system", "hw_collector_system.wasm"),
+    // The cluster-level collector of the `node-collector` world, embedded
+    // apart from the node collectors.
+    ("hw-collector-nodes", "hw_collector_nodes.wasm"),
 ];
 /// Test-only collectors: built here so tests get them, never embedded.
 const TEST_ONLY: &[(&str, &str)] = &[("hw-collector-fault", "hw_collector_fault.wasm")];
@@ -24,7 +27,9 @@ const TEST_ONLY: &[(&str, &str)] = &[("hw-collector-fault", "hw_collector_fault.
 fn main() {
     let manifest_dir = PathBuf::from(env::var("CARGO_MANIFEST_DIR").expect("cargo sets CARGO_MANIFEST_DIR"));
     let workspace = manifest_dir.parent().expect("host/ sits inside the workspace").to_path_buf();
-    for watched in ["wit", "plugins/guest", "plugins/cpu", "plugins/gpu", "plugins/system", "plugins/fault"] {
+    for watched in
+        ["wit", "plugins/guest", "plugins/cpu", "plugins/gpu", "plugins/system", "plugins/fault", "plugins/nodes"]
+    {
         println!("cargo:rerun-if-changed={}", workspace.join(watched).display());
     }
     println!("cargo:rerun-if-changed={}", workspace.join("Cargo.lock").display());

@@ -37,6 +37,12 @@ pub enum Command {
     Register(RegisterCommand),
     /// Start an embedded AIoD mock over TLS, register this node on it and read the asset back.
     Demo(DemoCommand),
+    /// Run in a Kubernetes DaemonSet pod: publish this node's report; the elected leader registers the cluster and hands off credentials.
+    Run(Box<RunCommand>),
+    /// Manage the Kubernetes credentials the platform gets.
+    Credentials(CredentialsCommand),
+    /// Print the NodeHardwareReport CustomResourceDefinition as YAML.
+    Crd,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
@@ -94,9 +100,21 @@ pub struct RegisterCommand {
     #[command(flatten)]
     pub collect: CollectArgs,
 
+    #[command(flatten)]
+    pub aiod: AiodArgs,
+
+    /// Asset name [default: the node's hostname].
+    #[arg(long, env = "AIOD_ASSET_NAME")]
+    pub name: Option<String>,
+}
+
+/// How to reach AIoD and as whom. `register` needs all of the required
+/// ones; `run` and `credentials` work without AIoD when none is given.
+#[derive(Debug, Clone, Args)]
+pub struct AiodArgs {
     /// Base URL of the AIoD REST API, e.g. https://api.aiod.eu.
     #[arg(long, env = "AIOD_API_URL")]
-    pub api_url: String,
+    pub api_url: Option<String>,
 
     /// PEM file of the CA that signs the API's and token endpoint's certificates [default: the system roots].
     #[arg(long, env = "AIOD_CA_CERT")]
@@ -104,23 +122,19 @@ pub struct RegisterCommand {
 
     /// OIDC token endpoint, e.g. https://auth.aiod.eu/aiod-auth/realms/aiod/protocol/openid-connect/token.
     #[arg(long, env = "AIOD_TOKEN_URL")]
-    pub token_url: String,
+    pub token_url: Option<String>,
 
     /// OIDC client id of the connector's service account.
     #[arg(long, env = "AIOD_CLIENT_ID")]
-    pub client_id: String,
+    pub client_id: Option<String>,
 
     /// File holding the client secret (trailing whitespace is ignored).
     #[arg(long, env = "AIOD_CLIENT_SECRET_FILE")]
-    pub client_secret_file: PathBuf,
+    pub client_secret_file: Option<PathBuf>,
 
     /// Connector platform name; the client needs the `platform_<NAME>` role.
     #[arg(long, env = "AIOD_PLATFORM")]
-    pub platform: String,
-
-    /// Asset name [default: the node's hostname].
-    #[arg(long, env = "AIOD_ASSET_NAME")]
-    pub name: Option<String>,
+    pub platform: Option<String>,
 
     /// Timeout of each HTTP request, in seconds.
     #[arg(long, env = "AIOD_REQUEST_TIMEOUT_SECS", default_value_t = 30)]
@@ -133,6 +147,138 @@ pub struct RegisterCommand {
     /// Delay before the first retry, in milliseconds; it doubles on each retry, up to 8 seconds, with jitter.
     #[arg(long, env = "AIOD_RETRY_BASE_MS", default_value_t = 500)]
     pub retry_base_ms: u64,
+}
+
+/// Which cluster, and how the platform should reach it.
+#[derive(Debug, Clone, Args)]
+pub struct KubeArgs {
+    /// Kubeconfig file [default: $KUBECONFIG, else the pod's service account inside a cluster, else ~/.kube/config].
+    #[arg(long)]
+    pub kubeconfig: Option<PathBuf>,
+
+    /// Namespace of the agent: it holds the Lease and the platform's ServiceAccount.
+    #[arg(long, env = "POD_NAMESPACE", default_value = "aiod-hw-agent")]
+    pub namespace: String,
+
+    /// API server URL handed to the platform [default: the kubeconfig's server]. Required inside a cluster, where the client's own address is an in-cluster service IP.
+    #[arg(long, env = "HW_AGENT_API_SERVER_URL")]
+    pub api_server_url: Option<String>,
+
+    /// Cluster name for the asset [default: the kubeconfig's cluster name, else `kubernetes`].
+    #[arg(long, env = "HW_AGENT_CLUSTER_NAME")]
+    pub cluster_name: Option<String>,
+}
+
+/// The platform's rights and token lifetime.
+#[derive(Debug, Clone, Args)]
+pub struct AccessArgs {
+    /// Rights of the platform's ServiceAccount: `cluster-admin`, `namespace:NAME` (ClusterRole admin in NAME) or `clusterrole:NAME`.
+    #[arg(long, env = "HW_AGENT_PLATFORM_ACCESS", default_value = "cluster-admin")]
+    pub access: String,
+
+    /// Lifetime of each token, such as `24h` (at least 10m); it is rotated when a fifth of it remains.
+    #[arg(long, env = "HW_AGENT_TOKEN_TTL", default_value = "24h")]
+    pub token_ttl: String,
+
+    /// Hand off only to a platform key with this key id (16 hex characters), and refuse any other.
+    #[arg(long, env = "HW_AGENT_PLATFORM_KEY_ID")]
+    pub platform_key_id: Option<String>,
+}
+
+#[derive(Debug, Args)]
+pub struct RunCommand {
+    #[command(flatten)]
+    pub collect: CollectArgs,
+
+    #[command(flatten)]
+    pub kube: KubeArgs,
+
+    #[command(flatten)]
+    pub aiod: AiodArgs,
+
+    #[command(flatten)]
+    pub access: AccessArgs,
+
+    /// The Node this pod runs on; set it from the downward API (`spec.nodeName`).
+    #[arg(long, env = "NODE_NAME")]
+    pub node_name: String,
+
+    /// Identity in the leader election; set it from the downward API (`metadata.name`) [default: the node name].
+    #[arg(long, env = "POD_NAME")]
+    pub pod_name: Option<String>,
+
+    /// Time between collections, such as `10m` or `90s`.
+    #[arg(long, env = "HW_AGENT_INTERVAL", default_value = "10m")]
+    pub interval: String,
+
+    /// Name of the Lease in the agent's namespace.
+    #[arg(long, env = "HW_AGENT_LEASE_NAME", default_value = "hw-agent-leader")]
+    pub lease_name: String,
+
+    /// How long the Lease holds without renewal, such as `15s`.
+    #[arg(long, env = "HW_AGENT_LEASE_DURATION", default_value = "15s")]
+    pub lease_duration: String,
+
+    /// Address of the health endpoints (`/healthz`, `/readyz`); `off` disables them.
+    #[arg(long, env = "HW_AGENT_HEALTH_LISTEN", default_value = "0.0.0.0:8080")]
+    pub health_listen: String,
+}
+
+#[derive(Debug, Args)]
+pub struct CredentialsCommand {
+    #[command(subcommand)]
+    pub action: CredentialsAction,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum CredentialsVerb {
+    Mint,
+    Show,
+    Rotate,
+    Revoke,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum CredentialsAction {
+    /// Create the platform's ServiceAccount and binding and issue a token; hand it off when AIoD is configured.
+    Mint(CredentialsArgs),
+    /// Show the ServiceAccount, binding, token expiry and last hand-off (never the token).
+    Show(CredentialsArgs),
+    /// Issue a new token and hand it off; the old one stays valid until it expires.
+    Rotate(CredentialsArgs),
+    /// Delete what `mint` created; every token of the ServiceAccount stops working.
+    Revoke(CredentialsArgs),
+}
+
+impl CredentialsAction {
+    pub fn parts(&self) -> (CredentialsVerb, &CredentialsArgs) {
+        match self {
+            CredentialsAction::Mint(args) => (CredentialsVerb::Mint, args),
+            CredentialsAction::Show(args) => (CredentialsVerb::Show, args),
+            CredentialsAction::Rotate(args) => (CredentialsVerb::Rotate, args),
+            CredentialsAction::Revoke(args) => (CredentialsVerb::Revoke, args),
+        }
+    }
+}
+
+#[derive(Debug, Args)]
+pub struct CredentialsArgs {
+    #[command(flatten)]
+    pub kube: KubeArgs,
+
+    #[command(flatten)]
+    pub aiod: AiodArgs,
+
+    #[command(flatten)]
+    pub access: AccessArgs,
+
+    /// Also write a kubeconfig with the new token to this file (mode 0600), for a manual hand-off.
+    #[arg(long)]
+    pub write_kubeconfig: Option<PathBuf>,
+
+    /// Print JSON instead of text.
+    #[arg(long)]
+    pub json: bool,
 }
 
 #[derive(Debug, Args)]
@@ -188,7 +334,47 @@ impl CollectArgs {
 
 impl RegisterCommand {
     pub fn settings(&self) -> Result<AiodSettings, ConfigError> {
-        for (flag, url) in [("--api-url", &self.api_url), ("--token-url", &self.token_url)] {
+        if let Some(name) = &self.name
+            && (name.trim().is_empty() || name.chars().count() > 256)
+        {
+            return Err(ConfigError(format!("--name `{name}` is invalid; an asset name is 1-256 characters")));
+        }
+        self.aiod.settings()?.ok_or_else(|| {
+            ConfigError(
+                "register needs AIoD: pass --api-url, --token-url, --client-id, --client-secret-file and --platform"
+                    .to_owned(),
+            )
+        })
+    }
+}
+
+impl AiodArgs {
+    /// `None` when no AIoD option is given; an error when only some are.
+    pub fn settings(&self) -> Result<Option<AiodSettings>, ConfigError> {
+        let given = [
+            ("--api-url", self.api_url.is_some()),
+            ("--token-url", self.token_url.is_some()),
+            ("--client-id", self.client_id.is_some()),
+            ("--client-secret-file", self.client_secret_file.is_some()),
+            ("--platform", self.platform.is_some()),
+        ];
+        if given.iter().all(|(_, present)| !present) {
+            return Ok(None);
+        }
+        let missing: Vec<&str> = given.iter().filter(|(_, present)| !present).map(|(flag, _)| *flag).collect();
+        if !missing.is_empty() {
+            return Err(ConfigError(format!(
+                "AIoD is partly configured: {} missing; pass all of --api-url, --token-url, --client-id, \
+                 --client-secret-file and --platform (or their AIOD_* variables), or none",
+                missing.join(", ")
+            )));
+        }
+        let (Some(api_url), Some(token_url), Some(client_id), Some(client_secret_file), Some(platform)) =
+            (&self.api_url, &self.token_url, &self.client_id, &self.client_secret_file, &self.platform)
+        else {
+            return Ok(None);
+        };
+        for (flag, url) in [("--api-url", api_url), ("--token-url", token_url)] {
             if !url.starts_with("https://") {
                 return Err(ConfigError(format!(
                     "{flag} {url} must be an https:// URL; the agent only talks to AIoD over TLS"
@@ -208,15 +394,9 @@ impl RegisterCommand {
         if let Some(path) = &self.ca_cert {
             check_ca_file(path)?;
         }
-        if let Some(name) = &self.name
-            && (name.trim().is_empty() || name.chars().count() > 256)
-        {
-            return Err(ConfigError(format!("--name `{name}` is invalid; an asset name is 1-256 characters")));
-        }
-        if !valid_platform_name(&self.platform) {
+        if !valid_platform_name(platform) {
             return Err(ConfigError(format!(
-                "--platform `{}` is invalid; use 1-64 characters of a-z, 0-9, `_` and `-`, such as `my_site`",
-                self.platform
+                "--platform `{platform}` is invalid; use 1-64 characters of a-z, 0-9, `_` and `-`, such as `my_site`"
             )));
         }
         if self.request_timeout_secs == 0 {
@@ -228,30 +408,30 @@ impl RegisterCommand {
         if !(1..=60_000).contains(&self.retry_base_ms) {
             return Err(ConfigError(format!("--retry-base-ms {} is out of range; use 1 to 60000", self.retry_base_ms)));
         }
-        let secret = std::fs::read_to_string(&self.client_secret_file).map_err(|error| {
+        let secret = std::fs::read_to_string(client_secret_file).map_err(|error| {
             ConfigError(format!(
                 "failed to read --client-secret-file {}: {error}; the file must hold the OIDC client secret",
-                self.client_secret_file.display()
+                client_secret_file.display()
             ))
         })?;
         let secret = secret.trim_end();
         if secret.is_empty() {
-            return Err(ConfigError(format!("--client-secret-file {} is empty", self.client_secret_file.display())));
+            return Err(ConfigError(format!("--client-secret-file {} is empty", client_secret_file.display())));
         }
-        Ok(AiodSettings {
-            api_url: self.api_url.clone(),
-            token_url: self.token_url.clone(),
+        Ok(Some(AiodSettings {
+            api_url: api_url.clone(),
+            token_url: token_url.clone(),
             ca_cert: self.ca_cert.clone(),
-            client_id: self.client_id.clone(),
+            client_id: client_id.clone(),
             client_secret: SecretString::from(secret.to_owned()),
-            platform: self.platform.clone(),
+            platform: platform.clone(),
             request_timeout: Duration::from_secs(self.request_timeout_secs),
             retry: RetryPolicy {
                 max_retries: self.max_retries,
                 base_delay: Duration::from_millis(self.retry_base_ms),
                 ..RetryPolicy::default()
             },
-        })
+        }))
     }
 }
 
@@ -287,5 +467,202 @@ fn check_ca_file(path: &std::path::Path) -> Result<(), ConfigError> {
             "--ca-cert {} is not valid PEM ({error}); pass the PEM file of the API's CA",
             path.display()
         ))),
+    }
+}
+
+/// Parses a duration such as `90`, `90s`, `10m`, `1h30m` or `7d`; a bare
+/// number is seconds.
+pub fn parse_duration(text: &str) -> Result<Duration, String> {
+    let text = text.trim();
+    let invalid = || format!("`{text}` is not a duration; write it like `90s`, `10m`, `1h30m` or `7d`");
+    if text.is_empty() {
+        return Err(invalid());
+    }
+    if let Ok(seconds) = text.parse::<u64>() {
+        return Ok(Duration::from_secs(seconds));
+    }
+    let mut total: u64 = 0;
+    let mut number = String::new();
+    for c in text.chars() {
+        if c.is_ascii_digit() {
+            number.push(c);
+            continue;
+        }
+        let unit = match c {
+            's' => 1,
+            'm' => 60,
+            'h' => 3_600,
+            'd' => 86_400,
+            _ => return Err(invalid()),
+        };
+        let value: u64 = number.parse().map_err(|_| invalid())?;
+        total = value.checked_mul(unit).and_then(|seconds| total.checked_add(seconds)).ok_or_else(invalid)?;
+        number.clear();
+    }
+    if !number.is_empty() {
+        return Err(invalid());
+    }
+    Ok(Duration::from_secs(total))
+}
+
+/// Validated settings of the Kubernetes side of `run` and `credentials`.
+#[derive(Debug, Clone)]
+pub struct KubeSettings {
+    pub kubeconfig: Option<PathBuf>,
+    pub namespace: String,
+    pub api_server_url: Option<String>,
+    pub cluster_name: Option<String>,
+    pub access: crate::cluster::credentials::Access,
+    pub token_ttl: Duration,
+    pub platform_key_id: Option<String>,
+}
+
+/// Kubernetes object names (RFC 1123 labels) for the namespace.
+fn valid_dns_label(name: &str) -> bool {
+    (1..=63).contains(&name.len())
+        && name.bytes().all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-')
+        && !name.starts_with('-')
+        && !name.ends_with('-')
+}
+
+impl KubeArgs {
+    pub fn settings(&self, access: &AccessArgs) -> Result<KubeSettings, ConfigError> {
+        if !valid_dns_label(&self.namespace) {
+            return Err(ConfigError(format!(
+                "--namespace `{}` is not a Kubernetes namespace name; use 1-63 characters of a-z, 0-9 and `-`",
+                self.namespace
+            )));
+        }
+        if let Some(path) = &self.kubeconfig
+            && !path.is_file()
+        {
+            return Err(ConfigError(format!(
+                "--kubeconfig {} is not a file; pass the path of a kubeconfig",
+                path.display()
+            )));
+        }
+        if let Some(url) = &self.api_server_url {
+            let parsed = reqwest::Url::parse(url).map_err(|error| {
+                ConfigError(format!(
+                    "--api-server-url {url} is not a URL ({error}); pass the address the platform reaches the API server at, such as https://k8s.example.org:6443"
+                ))
+            })?;
+            if parsed.scheme() != "https" || parsed.host_str().is_none_or(str::is_empty) {
+                return Err(ConfigError(format!(
+                    "--api-server-url {url} must be an https:// URL with a host, such as https://k8s.example.org:6443"
+                )));
+            }
+        }
+        if let Some(name) = &self.cluster_name
+            && (name.trim().is_empty() || name.chars().count() > 256)
+        {
+            return Err(ConfigError(format!("--cluster-name `{name}` is invalid; use 1-256 characters")));
+        }
+        let parsed_access =
+            access.access.parse().map_err(|message: String| ConfigError(format!("--access {message}")))?;
+        let token_ttl =
+            parse_duration(&access.token_ttl).map_err(|message| ConfigError(format!("--token-ttl {message}")))?;
+        if token_ttl < crate::cluster::credentials::MIN_TOKEN_TTL {
+            return Err(ConfigError(format!(
+                "--token-ttl {} is shorter than the TokenRequest API's minimum of 10m",
+                access.token_ttl
+            )));
+        }
+        if let Some(key_id) = &access.platform_key_id
+            && (key_id.len() != 16 || !key_id.bytes().all(|b| b.is_ascii_hexdigit() && !b.is_ascii_uppercase()))
+        {
+            return Err(ConfigError(format!(
+                "--platform-key-id `{key_id}` is not a key id; it is 16 lowercase hex characters, as the platform's credentials-key route shows"
+            )));
+        }
+        Ok(KubeSettings {
+            kubeconfig: self.kubeconfig.clone(),
+            namespace: self.namespace.clone(),
+            api_server_url: self.api_server_url.clone(),
+            cluster_name: self.cluster_name.clone(),
+            access: parsed_access,
+            token_ttl,
+            platform_key_id: access.platform_key_id.clone(),
+        })
+    }
+}
+
+/// Validated settings of `hw-agent run`.
+#[derive(Debug, Clone)]
+pub struct RunSettings {
+    pub collect: CollectSettings,
+    pub kube: KubeSettings,
+    pub aiod: Option<AiodSettings>,
+    pub node_name: String,
+    pub identity: String,
+    pub interval: Duration,
+    pub lease_name: String,
+    pub lease_duration: Duration,
+    pub health_listen: Option<std::net::SocketAddr>,
+}
+
+impl RunCommand {
+    pub fn settings(&self) -> Result<RunSettings, ConfigError> {
+        let collect = self.collect.settings()?;
+        let kube = self.kube.settings(&self.access)?;
+        let aiod = self.aiod.settings()?;
+        if self.node_name.trim().is_empty() {
+            return Err(ConfigError(
+                "--node-name is empty; set NODE_NAME from the downward API (fieldRef spec.nodeName)".to_owned(),
+            ));
+        }
+        let interval =
+            parse_duration(&self.interval).map_err(|message| ConfigError(format!("--interval {message}")))?;
+        if interval < Duration::from_secs(1) {
+            return Err(ConfigError(format!("--interval {} is shorter than the minimum of 1s", self.interval)));
+        }
+        let lease_duration = parse_duration(&self.lease_duration)
+            .map_err(|message| ConfigError(format!("--lease-duration {message}")))?;
+        if !(Duration::from_secs(1)..=Duration::from_secs(3_600)).contains(&lease_duration) {
+            return Err(ConfigError(format!("--lease-duration {} is out of range; use 1s to 1h", self.lease_duration)));
+        }
+        if !valid_dns_label(&self.lease_name) {
+            return Err(ConfigError(format!(
+                "--lease-name `{}` is not a valid object name; use 1-63 characters of a-z, 0-9 and `-`",
+                self.lease_name
+            )));
+        }
+        let health_listen = match self.health_listen.as_str() {
+            "off" => None,
+            text => Some(text.parse().map_err(|_| {
+                ConfigError(format!(
+                    "--health-listen `{text}` is not an address; use HOST:PORT such as 0.0.0.0:8080, or `off`"
+                ))
+            })?),
+        };
+        Ok(RunSettings {
+            collect,
+            kube,
+            aiod,
+            node_name: self.node_name.clone(),
+            identity: self.pod_name.clone().unwrap_or_else(|| self.node_name.clone()),
+            interval,
+            lease_name: self.lease_name.clone(),
+            lease_duration,
+            health_listen,
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn durations_parse_in_the_usual_units() {
+        assert_eq!(parse_duration("90"), Ok(Duration::from_secs(90)));
+        assert_eq!(parse_duration("90s"), Ok(Duration::from_secs(90)));
+        assert_eq!(parse_duration("10m"), Ok(Duration::from_secs(600)));
+        assert_eq!(parse_duration("1h30m"), Ok(Duration::from_secs(5_400)));
+        assert_eq!(parse_duration("7d"), Ok(Duration::from_secs(604_800)));
+        for bad in ["", "m", "10x", "1.5h", "10m5", "99999999999999999999d"] {
+            let error = parse_duration(bad).expect_err(bad);
+            assert!(error.contains("10m"), "{error}");
+        }
     }
 }

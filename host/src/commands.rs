@@ -1,4 +1,4 @@
-//! The agent's commands: collect, register and demo.
+//! The agent's commands: collect, register, demo, run, credentials and crd.
 
 use std::path::Path;
 use std::time::Duration;
@@ -10,7 +10,10 @@ use secrecy::SecretString;
 use serde_json::Value;
 
 use crate::aiod::{AiodClient, AiodSettings, Registration, RetryPolicy, asset_body, machine_resource_identifier};
-use crate::cli::{CollectCommand, ConfigError, DemoCommand, OutputFormat, RegisterCommand};
+use crate::cli::{
+    CollectCommand, ConfigError, CredentialsCommand, CredentialsVerb, DemoCommand, OutputFormat, RegisterCommand,
+    RunCommand,
+};
 use crate::collection::{CollectSettings, Collection};
 use crate::report::model::NodeReport;
 use crate::report::{summary_line, summary_table};
@@ -189,4 +192,252 @@ fn join_strings(values: &[Value]) -> String {
 
 fn random_secret() -> String {
     rand::rng().sample_iter(&Alphanumeric).take(32).map(char::from).collect()
+}
+
+/// Prints the NodeHardwareReport CustomResourceDefinition.
+pub fn crd() -> Result<(), CommandError> {
+    write_stdout(&crate::cluster::crd::crd_yaml()?)?;
+    Ok(())
+}
+
+/// `hw-agent run`: the DaemonSet pod, until SIGTERM or Ctrl-C.
+pub async fn run(command: RunCommand) -> Result<(), CommandError> {
+    let settings = command.settings()?;
+    let connection = crate::cluster::connect(settings.kube.kubeconfig.as_deref()).await?;
+    if settings.aiod.is_some() {
+        // Fail before anything runs rather than at the first hand-off.
+        crate::agent::handed_off_server_url(&settings.kube.api_server_url, &connection)
+            .map_err(|error| ConfigError(format!("{error:#}")))?;
+    }
+    tracing::info!(
+        node = %settings.node_name,
+        identity = %settings.identity,
+        namespace = %settings.kube.namespace,
+        api_server = %connection.server_url,
+        interval_secs = settings.interval.as_secs(),
+        aiod = settings.aiod.as_ref().map(|aiod| aiod.api_url.as_str()).unwrap_or("not configured"),
+        "starting"
+    );
+    let health = match settings.health_listen {
+        Some(address) => Some(
+            tokio::net::TcpListener::bind(address)
+                .await
+                .with_context(|| format!("failed to listen on --health-listen {address}"))?,
+        ),
+        None => None,
+    };
+    let agent = crate::agent::Agent::start(settings, connection).await?;
+
+    let (shutdown_tx, shutdown_rx) = tokio::sync::watch::channel(false);
+    if let Some(listener) = health {
+        let agent = std::sync::Arc::clone(&agent);
+        let shutdown = shutdown_rx.clone();
+        tokio::spawn(async move {
+            if let Err(error) = crate::agent::serve_health(listener, agent, shutdown).await {
+                tracing::error!(error = %format!("{error:#}"), "the health endpoint stopped");
+            }
+        });
+    }
+    tokio::spawn(async move {
+        wait_for_termination().await;
+        tracing::info!("termination requested; releasing the lease and stopping");
+        let _ = shutdown_tx.send(true);
+    });
+    agent.run(shutdown_rx).await;
+    Ok(())
+}
+
+/// Resolves on SIGTERM (what the kubelet sends) or Ctrl-C.
+async fn wait_for_termination() {
+    #[cfg(unix)]
+    {
+        use tokio::signal::unix::{SignalKind, signal};
+        match signal(SignalKind::terminate()) {
+            Ok(mut terminate) => {
+                tokio::select! {
+                    _ = terminate.recv() => {}
+                    _ = tokio::signal::ctrl_c() => {}
+                }
+            }
+            Err(_) => {
+                let _ = tokio::signal::ctrl_c().await;
+            }
+        }
+    }
+    #[cfg(not(unix))]
+    {
+        let _ = tokio::signal::ctrl_c().await;
+    }
+}
+
+/// `hw-agent credentials mint|show|rotate|revoke`.
+pub async fn credentials(command: CredentialsCommand) -> Result<(), CommandError> {
+    use crate::cluster::credentials::{CredentialSettings, Credentials};
+
+    let (verb, args) = command.action.parts();
+    let kube = args.kube.settings(&args.access)?;
+    let aiod = args.aiod.settings()?;
+    let connection = crate::cluster::connect(kube.kubeconfig.as_deref()).await?;
+    let credentials = Credentials::new(
+        connection.client.clone(),
+        CredentialSettings {
+            namespace: kube.namespace.clone(),
+            access: kube.access.clone(),
+            token_ttl: kube.token_ttl,
+        },
+    );
+    match verb {
+        CredentialsVerb::Show => {
+            let status = credentials.status().await.map_err(anyhow::Error::from)?;
+            let text = if args.json {
+                serde_json::to_string_pretty(&status).context("failed to serialise the status")? + "\n"
+            } else {
+                credential_status_text(&status)
+            };
+            write_stdout(&text)?;
+        }
+        CredentialsVerb::Revoke => {
+            let deleted = credentials.revoke().await.map_err(anyhow::Error::from)?;
+            let text = if deleted.is_empty() {
+                "nothing to revoke: no platform credentials exist in this cluster\n".to_owned()
+            } else {
+                format!(
+                    "deleted: {}\nevery token issued for the ServiceAccount stops working now\n",
+                    deleted.join(", ")
+                )
+            };
+            write_stdout(&text)?;
+        }
+        CredentialsVerb::Mint | CredentialsVerb::Rotate => {
+            let token = credentials.mint().await.map_err(anyhow::Error::from)?;
+            let mut lines = vec![
+                format!("user:       {}", token.user),
+                format!("access:     {}", token.access),
+                format!("method:     {:?}", token.method),
+                format!(
+                    "expires at: {}",
+                    token
+                        .expires_at
+                        .map(|time| time.to_rfc3339())
+                        .unwrap_or_else(|| "never (legacy Secret)".to_owned())
+                ),
+            ];
+            let server_url = crate::agent::handed_off_server_url(&kube.api_server_url, &connection);
+            if let Some(path) = &args.write_kubeconfig {
+                let server_url = server_url.as_ref().map_err(|error| anyhow::anyhow!("{error:#}"))?;
+                write_kubeconfig(path, server_url, connection.ca_pem.as_deref(), &token)?;
+                lines.push(format!("kubeconfig: {} (mode 0600; it holds the token)", path.display()));
+            }
+            if let Some(aiod) = aiod {
+                let server_url = server_url.map_err(|error| anyhow::anyhow!("{error:#}"))?;
+                let (uid, _) =
+                    crate::cluster::cluster_identity(&connection.client).await.map_err(anyhow::Error::from)?;
+                let client = AiodClient::connect(aiod).await?;
+                let asset = client.find(&uid).await?.with_context(|| {
+                    format!(
+                        "the cluster (kube-system UID {uid}) is not registered on platform `{}` yet; run the agent's \
+                         DaemonSet, whose leader registers it, then hand off again",
+                        client.settings().platform
+                    )
+                })?;
+                let cluster_name = kube
+                    .cluster_name
+                    .clone()
+                    .or(connection.kubeconfig_cluster.clone())
+                    .unwrap_or_else(|| "kubernetes".to_owned());
+                let plaintext = crate::aiod::CredentialsPlaintext {
+                    schema: crate::aiod::CREDENTIALS_SCHEMA,
+                    cluster_name: &cluster_name,
+                    cluster_uid: &uid,
+                    api_server_url: &server_url,
+                    certificate_authority_data: connection.ca_pem.as_ref().map(|pem| {
+                        use base64::Engine as _;
+                        base64::engine::general_purpose::STANDARD.encode(pem)
+                    }),
+                    user: &token.user,
+                    token: secrecy::ExposeSecret::expose_secret(&token.token),
+                    issued_at: token.issued_at.to_rfc3339(),
+                    expires_at: token.expires_at.map(|time| time.to_rfc3339()),
+                    access: token.access.to_string(),
+                };
+                let plaintext = serde_json::to_vec(&plaintext).context("failed to serialise the credentials")?;
+                let previous = credentials.status().await.map_err(anyhow::Error::from)?.platform_key_id;
+                let policy = crate::aiod::KeyPolicy { pinned: kube.platform_key_id.clone(), previous };
+                let hand_off = client.hand_off(&asset, &plaintext, &policy).await?;
+                credentials
+                    .record(&[
+                        ("handed-off-to", Some(asset.clone())),
+                        ("platform-key-id", Some(hand_off.key_id.clone())),
+                    ])
+                    .await
+                    .map_err(anyhow::Error::from)?;
+                lines.push(format!("handed off: asset {asset}, platform key {}", hand_off.key_id));
+            } else if args.write_kubeconfig.is_none() {
+                lines.push(
+                    "not handed off: AIoD is not configured (--api-url ...) and no --write-kubeconfig was given"
+                        .to_owned(),
+                );
+            }
+            write_stdout(&(lines.join("\n") + "\n"))?;
+        }
+    }
+    Ok(())
+}
+
+fn credential_status_text(status: &crate::cluster::credentials::CredentialStatus) -> String {
+    let Some(account) = &status.service_account else {
+        return format!(
+            "no platform credentials in namespace {}; create them with `hw-agent credentials mint`\n",
+            status.namespace
+        );
+    };
+    let show = |value: &Option<String>| value.clone().unwrap_or_else(|| "-".to_owned());
+    let mut text = format!("service account: {}/{account}\n", status.namespace);
+    text.push_str(&format!("user:            {}\n", show(&status.user)));
+    text.push_str(&format!("access:          {}\n", show(&status.access)));
+    for binding in &status.bindings {
+        text.push_str(&format!("binding:         {binding}\n"));
+    }
+    text.push_str(&format!("token method:    {}\n", show(&status.method)));
+    text.push_str(&format!("issued at:       {}\n", show(&status.issued_at)));
+    text.push_str(&format!("expires at:      {}\n", show(&status.expires_at)));
+    text.push_str(&format!("rotate at:       {}\n", show(&status.rotate_at)));
+    text.push_str(&format!("handed off to:   {}\n", show(&status.handed_off_to)));
+    text.push_str(&format!("platform key:    {}\n", show(&status.platform_key_id)));
+    text
+}
+
+/// Writes a kubeconfig holding the token, readable by the owner only.
+fn write_kubeconfig(
+    path: &Path,
+    server_url: &str,
+    ca_pem: Option<&str>,
+    token: &crate::cluster::credentials::IssuedToken,
+) -> anyhow::Result<()> {
+    use base64::Engine as _;
+    use std::io::Write as _;
+    let mut cluster = serde_json::json!({"server": server_url});
+    if let Some(pem) = ca_pem {
+        cluster["certificate-authority-data"] = Value::from(base64::engine::general_purpose::STANDARD.encode(pem));
+    }
+    let config = serde_json::json!({
+        "apiVersion": "v1",
+        "kind": "Config",
+        "clusters": [{"name": "cluster", "cluster": cluster}],
+        "users": [{"name": token.user, "user": {"token": secrecy::ExposeSecret::expose_secret(&token.token)}}],
+        "contexts": [{"name": "aiod-platform", "context": {"cluster": "cluster", "user": token.user}}],
+        "current-context": "aiod-platform",
+    });
+    let text =
+        serde_saphyr::to_string(&config).map_err(|error| anyhow::anyhow!("failed to write the kubeconfig: {error}"))?;
+    let mut options = std::fs::OpenOptions::new();
+    options.write(true).create(true).truncate(true);
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::OpenOptionsExt as _;
+        options.mode(0o600);
+    }
+    let mut file = options.open(path).with_context(|| format!("failed to create {}", path.display()))?;
+    file.write_all(text.as_bytes()).with_context(|| format!("failed to write {}", path.display()))?;
+    Ok(())
 }

@@ -1,8 +1,10 @@
 //! `hw-agent`: discovers a node's hardware through sandboxed WebAssembly
 //! collectors and registers it as an AI-on-Demand computational asset.
 
+pub mod agent;
 pub mod aiod;
 pub mod cli;
+pub mod cluster;
 pub mod collection;
 pub mod commands;
 pub mod report;

@@ -41,6 +41,9 @@ fn main() -> ExitCode {
             Command::Collect(command) => commands::collect(command).await,
             Command::Register(command) => commands::register(command).await,
             Command::Demo(command) => commands::demo(command).await,
+            Command::Run(command) => commands::run(*command).await,
+            Command::Credentials(command) => commands::credentials(command).await,
+            Command::Crd => commands::crd(),
         }
     });
 

@@ -52,7 +52,8 @@ pub struct Preopen {
 
 /// The filesystem grants for one collection. Owns the staging directory that
 /// carries `/etc/os-release`, so the grants must outlive the guest store.
-#[derive(Debug)]
+/// The default grants nothing.
+#[derive(Debug, Default)]
 pub struct FilesystemGrants {
     pub preopens: Vec<Preopen>,
     _staging: Option<tempfile::TempDir>,

@@ -7,6 +7,7 @@ use anyhow::Context as _;
 use serde_json::{Value, json};
 use sha2::{Digest, Sha256};
 
+use crate::cluster::aggregate::ClusterReport;
 use crate::report::model::NodeReport;
 use crate::report::{keywords, summary_html};
 use crate::sources::resolve_in_root;
@@ -103,4 +104,90 @@ fn description_json(report: &NodeReport) -> anyhow::Result<String> {
         plain.chars().count()
     );
     Ok(plain)
+}
+
+/// The asset `type` of a whole cluster.
+const CLUSTER_ASSET_TYPE: &str = "kubernetes cluster";
+
+/// Builds the `ComputationalAssetCreate` body of a cluster. `plain` is the
+/// cluster report, already condensed to fit by
+/// [`crate::cluster::aggregate::describe`]; the platform resource
+/// identifier is the `kube-system` Namespace UID.
+pub fn cluster_asset_body(report: &ClusterReport, plain: String, platform: &str) -> anyhow::Result<Value> {
+    anyhow::ensure!(
+        plain.chars().count() <= DESCRIPTION_MAX_CHARS,
+        "the cluster report has {} characters, more than AIoD's {DESCRIPTION_MAX_CHARS}",
+        plain.chars().count()
+    );
+    let html = cluster_html(report);
+    let mut keyword: Vec<String> = vec!["kubernetes".to_owned()];
+    for group in &report.groups {
+        if let Some(architecture) = &group.profile.architecture {
+            keyword.push(architecture.to_lowercase());
+        }
+        keyword.extend(group.profile.accelerators.iter().map(|accelerator| accelerator.model.to_lowercase()));
+    }
+    if !report.totals.accelerators.is_empty() {
+        keyword.push("gpu".to_owned());
+    }
+    keyword.retain(|word| !word.is_empty() && word.chars().count() <= 250);
+    keyword.sort();
+    keyword.dedup();
+    Ok(json!({
+        "platform": platform,
+        "platform_resource_identifier": report.cluster.uid,
+        "name": report.cluster.name,
+        "type": CLUSTER_ASSET_TYPE,
+        "version": report.cluster.kubernetes_version,
+        "keyword": keyword,
+        "description": {"plain": plain, "html": html},
+    }))
+}
+
+/// A short HTML summary: totals and the largest groups, capped in rows so
+/// it always fits the description limit.
+fn cluster_html(report: &ClusterReport) -> String {
+    let escape = |text: &str| text.replace('&', "&amp;").replace('<', "&lt;").replace('>', "&gt;");
+    let mut html = format!(
+        "<p>Kubernetes cluster <b>{}</b> ({}), {} nodes ({} ready), {} CPU threads, {} memory.</p>",
+        escape(&report.cluster.name),
+        escape(&report.cluster.kubernetes_version),
+        report.node_count,
+        report.ready_nodes,
+        report.totals.cpu_threads,
+        crate::report::human_bytes(report.totals.memory_bytes),
+    );
+    if !report.totals.accelerators.is_empty() {
+        html.push_str("<p>Accelerators: ");
+        let parts: Vec<String> = report
+            .totals
+            .accelerators
+            .iter()
+            .map(|accelerator| format!("{}× {}", accelerator.count, escape(&accelerator.model)))
+            .collect();
+        html.push_str(&parts.join(", "));
+        html.push_str("</p>");
+    }
+    html.push_str("<table><tr><th>Nodes</th><th>CPU</th><th>Threads</th><th>Memory</th><th>Accelerators</th></tr>");
+    for group in report.groups.iter().take(100) {
+        let accelerators: Vec<String> = group
+            .profile
+            .accelerators
+            .iter()
+            .map(|accelerator| format!("{}× {}", accelerator.count, escape(&accelerator.model)))
+            .collect();
+        html.push_str(&format!(
+            "<tr><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td></tr>",
+            group.count,
+            escape(group.profile.cpu_model.as_deref().unwrap_or("unknown")),
+            group.profile.cpu_threads.map(|threads| threads.to_string()).unwrap_or_default(),
+            group.profile.memory_gib.map(|gib| format!("{gib} GiB")).unwrap_or_default(),
+            accelerators.join(", "),
+        ));
+    }
+    html.push_str("</table>");
+    if report.groups.len() > 100 {
+        html.push_str(&format!("<p>… and {} more groups.</p>", report.groups.len() - 100));
+    }
+    html
 }

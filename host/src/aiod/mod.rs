@@ -3,6 +3,7 @@
 //! `platform_resource_identifier`).
 
 mod asset;
+mod handoff;
 mod http;
 pub mod tls;
 
@@ -16,7 +17,8 @@ use secrecy::{ExposeSecret as _, SecretString};
 use serde_json::Value;
 use tracing::Instrument as _;
 
-pub use asset::{asset_body, machine_resource_identifier};
+pub use asset::{DESCRIPTION_MAX_CHARS, asset_body, cluster_asset_body, machine_resource_identifier};
+pub use handoff::{CREDENTIALS_SCHEMA, CredentialsPlaintext, HandOff, KeyPolicy, PlatformKey, key_id, seal};
 pub use http::{ApiError, RequestError, RetryPolicy};
 
 /// Largest page the list routes serve.
@@ -62,6 +64,10 @@ impl AiodClient {
         let http = tls::http_client(settings.ca_cert.as_deref(), settings.request_timeout)?;
         let token = http::fetch_token(&http, &settings).await?;
         Ok(Self { http, settings, token: Mutex::new(token) })
+    }
+
+    pub fn settings(&self) -> &AiodSettings {
+        &self.settings
     }
 
     /// Creates the asset, or replaces the one with the same

@@ -13,7 +13,7 @@ use model::{
     Accelerator, AgentInfo, BlockDevice, CollectorOutcome, CollectorStatus, Cpu, Memory, NODE_REPORT_SCHEMA,
     NetworkInterface, NodeIdentity, NodeReport, OperatingSystem,
 };
-pub use summary::{keywords, summary_html, summary_line, summary_table};
+pub use summary::{human_bytes, keywords, summary_html, summary_line, summary_table};
 
 /// Maximum length of a kept attribute value, in characters. The whole report must fit
 /// AIoD's 65,535-character description, so one collector cannot be allowed

@@ -172,3 +172,20 @@ impl From<wit::NetworkInterface> for NetworkInterface {
         }
     }
 }
+
+/// Bindings of the `node-collector` world, which adds the `cluster` import.
+/// The shared interfaces reuse the types generated above, so one `logging`
+/// implementation serves both worlds.
+pub mod node_world {
+    wasmtime::component::bindgen!({
+        world: "node-collector",
+        path: "../wit",
+        with: {
+            "aiod:hw-agent/types": super::aiod::hw_agent::types,
+            "aiod:hw-agent/logging": super::aiod::hw_agent::logging,
+        },
+    });
+
+    pub use aiod::hw_agent::cluster::{KeyValue, NodeCondition, NodeObject, NodeSystemInfo, NodeTaint};
+    pub use aiod::hw_agent::node_records::{AcceleratorResource, ExtendedResource, ResourceAmounts};
+}

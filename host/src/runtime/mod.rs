@@ -25,6 +25,11 @@ use crate::report::Partial;
 use crate::report::model::CollectorStatus;
 use crate::sources::{FilesystemGrants, HostRoot};
 
+pub use bindings::node_world::{
+    AcceleratorResource, ExtendedResource, KeyValue, NodeCondition, NodeObject, NodeRecord, NodeSystemInfo, NodeTaint,
+    ResourceAmounts,
+};
+use bindings::node_world::{NodeCollector, NodeCollectorPre};
 pub use bindings::{CollectError, CollectOptions, CollectorInfo};
 use bindings::{Collector, CollectorPre, GuestLogLevel};
 pub use cache::{CacheUse, ComponentCache};
@@ -43,6 +48,13 @@ const STDERR_CAPTURE_BYTES: usize = 16 * 1024;
 /// Guest log records accepted per call; more are counted and dropped.
 const MAX_LOG_RECORDS: usize = 200;
 const MAX_LOG_MESSAGE_BYTES: usize = 2048;
+
+/// The cluster-level `nodes` collector, the only component linked against
+/// the `cluster` import.
+pub const NODES_COMPONENT: &[u8] = include_bytes!(env!("HW_AGENT_COMPONENT_NODES"));
+
+/// The interface only the built-in `nodes` collector may import.
+const CLUSTER_INTERFACE: &str = "aiod:hw-agent/cluster";
 
 /// The built-in collector components, compiled by `build.rs`.
 pub const BUILT_IN: &[(&str, &[u8])] = &[
@@ -108,6 +120,19 @@ pub struct CollectorRun {
     pub result: Result<Partial, GuestFailure>,
 }
 
+/// A compiled `nodes` collector, ready to instantiate with the cluster's Node objects.
+#[derive(Clone)]
+pub struct LoadedNodeCollector {
+    pub info: CollectorInfo,
+    pre: NodeCollectorPre<GuestState>,
+}
+
+impl std::fmt::Debug for LoadedNodeCollector {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("LoadedNodeCollector").field("info", &self.info).finish_non_exhaustive()
+    }
+}
+
 /// State of one guest store.
 struct GuestState {
     wasi: WasiCtx,
@@ -115,6 +140,10 @@ struct GuestState {
     limiter: limits::GuestLimiter,
     collector: String,
     log_records: usize,
+    /// The Node objects handed to the `nodes` collector; taken by its one
+    /// `list-nodes` call. Always `None` for other collectors, whose linker
+    /// lacks the import anyway.
+    cluster_nodes: Option<Vec<NodeObject>>,
 }
 
 impl WasiView for GuestState {
@@ -145,6 +174,14 @@ impl bindings::aiod::hw_agent::logging::Host for GuestState {
 }
 
 impl bindings::aiod::hw_agent::types::Host for GuestState {}
+
+impl bindings::node_world::aiod::hw_agent::cluster::Host for GuestState {
+    fn list_nodes(&mut self) -> Result<Vec<NodeObject>, String> {
+        self.cluster_nodes.take().ok_or_else(|| "the node list was already read in this call".to_owned())
+    }
+}
+
+impl bindings::node_world::aiod::hw_agent::node_records::Host for GuestState {}
 
 /// Advances the engine's epoch on a background thread until dropped.
 struct EpochTicker {
@@ -182,6 +219,8 @@ impl Drop for EpochTicker {
 pub struct Runtime {
     engine: Engine,
     linker: Linker<GuestState>,
+    /// The collector linker plus the `cluster` import, for `nodes` only.
+    node_linker: Linker<GuestState>,
     cache: ComponentCache,
     limits: GuestLimits,
     _ticker: EpochTicker,
@@ -207,12 +246,16 @@ impl Runtime {
         wasmtime_wasi::p2::add_to_linker_sync(&mut linker)
             .map_err(anyhow::Error::from)
             .context("failed to link WASI")?;
+        let mut node_linker = linker.clone();
         Collector::add_to_linker::<GuestState, HasSelf<GuestState>>(&mut linker, |state| state)
             .map_err(anyhow::Error::from)
             .context("failed to link the collector host interfaces")?;
+        NodeCollector::add_to_linker::<GuestState, HasSelf<GuestState>>(&mut node_linker, |state| state)
+            .map_err(anyhow::Error::from)
+            .context("failed to link the node collector host interfaces")?;
 
         let ticker = EpochTicker::start(engine.clone());
-        Ok(Self { engine, linker, cache, limits, _ticker: ticker })
+        Ok(Self { engine, linker, node_linker, cache, limits, _ticker: ticker })
     }
 
     /// Compiles (or loads from cache) and type-checks a component, then calls
@@ -232,9 +275,56 @@ impl Runtime {
         let grants = root.grants()?;
         let label = source.to_string();
         let info = self
-            .call_guest(&pre, &grants, &label, |collector, store| collector.call_info(store))
+            .call_guest(&grants, &label, self.limits, None, |store| {
+                pre.instantiate(&mut *store).and_then(|collector| collector.call_info(store))
+            })
             .map_err(|failure| anyhow::anyhow!("`info` failed: {failure}"))?;
         Ok(LoadedCollector { info, source, cache, pre })
+    }
+
+    /// Compiles and checks the `nodes` collector. It gets no filesystem:
+    /// its only input is the node list the host passes through `cluster`.
+    pub fn load_node_collector(&self, bytes: &[u8]) -> anyhow::Result<LoadedNodeCollector> {
+        let (component, _) = self.cache.load(&self.engine, bytes).context("failed to compile the nodes component")?;
+        let instance_pre = self
+            .node_linker
+            .instantiate_pre(&component)
+            .map_err(anyhow::Error::from)
+            .context("the component does not fit the node-collector world of this agent")?;
+        let pre = NodeCollectorPre::new(instance_pre)
+            .map_err(anyhow::Error::from)
+            .context("the component does not export the node-collector world")?;
+        let info = self
+            .call_guest(&FilesystemGrants::default(), "nodes", self.limits, None, |store| {
+                pre.instantiate(&mut *store).and_then(|collector| collector.call_info(store))
+            })
+            .map_err(|failure| anyhow::anyhow!("`info` failed: {failure}"))?;
+        Ok(LoadedNodeCollector { info, pre })
+    }
+
+    /// Runs the `nodes` collector over the given Node objects. `limits`
+    /// replaces the runtime's defaults, because a large cluster's node list
+    /// needs more memory and output than one machine's facts.
+    pub fn collect_nodes(
+        &self,
+        collector: &LoadedNodeCollector,
+        nodes: Vec<NodeObject>,
+        limits: GuestLimits,
+    ) -> Result<Vec<NodeRecord>, GuestFailure> {
+        let records = self
+            .call_guest(&FilesystemGrants::default(), "nodes", limits, Some(nodes), |store| {
+                let options = CollectOptions { include_identifiers: false };
+                collector.pre.instantiate(&mut *store).and_then(|instance| instance.call_collect_nodes(store, options))
+            })?
+            .map_err(|error| GuestFailure { status: CollectorStatus::Error, message: error.to_string() })?;
+        let size: usize = records.iter().map(record_size).sum();
+        if size > limits.output_bytes {
+            return Err(GuestFailure {
+                status: CollectorStatus::LimitExceeded,
+                message: LimitExceeded { resource: "output", requested: size, limit: limits.output_bytes }.to_string(),
+            });
+        }
+        Ok(records)
     }
 
     /// Runs every collector concurrently, each in its own store, and returns
@@ -280,7 +370,9 @@ impl Runtime {
             .grants()
             .map_err(|error| GuestFailure { status: CollectorStatus::Error, message: format!("{error:#}") })
             .and_then(|grants| {
-                self.call_guest(&collector.pre, &grants, &name, |instance, store| instance.call_collect(store, options))
+                self.call_guest(&grants, &name, self.limits, None, |store| {
+                    collector.pre.instantiate(&mut *store).and_then(|instance| instance.call_collect(store, options))
+                })
             })
             .and_then(|answer| match answer {
                 Ok(report) => Ok(Partial::from(report)),
@@ -321,24 +413,26 @@ impl Runtime {
     /// reused.
     fn call_guest<R>(
         &self,
-        pre: &CollectorPre<GuestState>,
         grants: &FilesystemGrants,
         collector: &str,
-        call: impl FnOnce(&Collector, &mut Store<GuestState>) -> wasmtime::Result<R>,
+        limits: GuestLimits,
+        cluster_nodes: Option<Vec<NodeObject>>,
+        call: impl FnOnce(&mut Store<GuestState>) -> wasmtime::Result<R>,
     ) -> Result<R, GuestFailure> {
         let stderr = MemoryOutputPipe::new(STDERR_CAPTURE_BYTES);
         let mut store = self
-            .new_store(grants, collector, stderr.clone())
+            .new_store(grants, collector, limits, cluster_nodes, stderr.clone())
             .map_err(|error| GuestFailure { status: CollectorStatus::Error, message: format!("{error:#}") })?;
 
-        let outcome = pre.instantiate(&mut store).and_then(|instance| call(&instance, &mut store));
-        outcome.map_err(|error| classify(&error, &stderr))
+        call(&mut store).map_err(|error| classify(&error, &stderr))
     }
 
     fn new_store(
         &self,
         grants: &FilesystemGrants,
         collector: &str,
+        limits: GuestLimits,
+        cluster_nodes: Option<Vec<NodeObject>>,
         stderr: MemoryOutputPipe,
     ) -> anyhow::Result<Store<GuestState>> {
         let mut wasi = WasiCtxBuilder::new();
@@ -356,13 +450,14 @@ impl Runtime {
         let state = GuestState {
             wasi: wasi.build(),
             table: ResourceTable::new(),
-            limiter: limits::GuestLimiter::new(self.limits),
+            limiter: limits::GuestLimiter::new(limits),
             collector: collector.to_owned(),
             log_records: 0,
+            cluster_nodes,
         };
         let mut store = Store::new(&self.engine, state);
         store.limiter(|state| &mut state.limiter);
-        store.set_epoch_deadline(deadline_ticks(self.limits.deadline_ms));
+        store.set_epoch_deadline(deadline_ticks(limits.deadline_ms));
         store.epoch_deadline_trap();
         Ok(store)
     }
@@ -403,6 +498,11 @@ fn classify(error: &wasmtime::Error, stderr: &MemoryOutputPipe) -> GuestFailure 
 fn check_world(engine: &Engine, component: &Component) -> anyhow::Result<()> {
     let component_type = component.component_type();
     for (name, _) in component_type.imports(engine) {
+        anyhow::ensure!(
+            !name.starts_with(CLUSTER_INTERFACE),
+            "the component imports {name}, which only the built-in `nodes` collector is granted; \
+             a collector plugin reads the node it runs on, not the cluster's Node objects"
+        );
         let Some(rest) = name.strip_prefix(WIT_PACKAGE) else { continue };
         let version = rest.rsplit_once('@').map(|(_, version)| version).unwrap_or("unversioned");
         anyhow::ensure!(
@@ -419,6 +519,39 @@ fn check_world(engine: &Engine, component: &Component) -> anyhow::Result<()> {
         );
     }
     Ok(())
+}
+
+/// Bytes a node record adds to the cluster report, approximately: the
+/// strings it carries plus a fixed overhead per field.
+fn record_size(record: &NodeRecord) -> usize {
+    let strings = [&record.name, &record.uid].iter().map(|text| text.len()).sum::<usize>()
+        + record.roles.iter().map(String::len).sum::<usize>()
+        + [
+            &record.architecture,
+            &record.operating_system,
+            &record.os_image,
+            &record.kernel_version,
+            &record.kubelet_version,
+            &record.container_runtime,
+            &record.instance_type,
+            &record.zone,
+            &record.region,
+            &record.created,
+        ]
+        .iter()
+        .filter_map(|text| text.as_ref().map(String::len))
+        .sum::<usize>()
+        + record
+            .capacity
+            .extended
+            .iter()
+            .chain(&record.allocatable.extended)
+            .map(|item| item.name.len() + 8)
+            .sum::<usize>()
+        + record.accelerators.iter().map(|item| item.resource.len() + item.vendor.len() + 32).sum::<usize>()
+        + record.taints.iter().map(|taint| taint.key.len() + taint.effect.len() + 16).sum::<usize>()
+        + record.pressure.iter().map(String::len).sum::<usize>();
+    strings + 256
 }
 
 fn truncate(text: &str, max_bytes: usize) -> String {

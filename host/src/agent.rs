@@ -1,0 +1,430 @@
+//! `hw-agent run`: the DaemonSet pod's loop.
+//!
+//! Every pod collects its node and publishes the report. One pod, elected
+//! through a Lease, also aggregates the cluster, registers it on AIoD and
+//! keeps the platform's credentials fresh. Leader work runs only while the
+//! Lease is held: losing it cancels the work in flight.
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::Duration;
+
+use anyhow::Context as _;
+use base64::Engine as _;
+use chrono::Utc;
+use kube::Api;
+use kube::api::{DeleteParams, ListParams};
+use secrecy::ExposeSecret as _;
+use tokio::sync::watch;
+
+use crate::aiod::{AiodClient, CredentialsPlaintext, KeyPolicy, cluster_asset_body};
+use crate::cli::RunSettings;
+use crate::cluster::aggregate::{ClusterInfo, ClusterInputs, aggregate, describe};
+use crate::cluster::crd::{GROUP, NodeHardwareReport, PLURAL};
+use crate::cluster::credentials::{CredentialSettings, Credentials, IssuedToken};
+use crate::cluster::lease::{LeaderElector, LeaseTiming};
+use crate::cluster::nodes::{ClusterNode, list_nodes, node_collector_limits, node_object};
+use crate::cluster::publish::{PublishOutcome, Publisher};
+use crate::cluster::{Action, Connection, KubeError, call, call_optional};
+use crate::collection::Collection;
+use crate::report::model::AgentInfo;
+use crate::runtime::{LoadedNodeCollector, NODES_COMPONENT};
+
+/// Wait after a failed round before trying again, unless the interval is shorter.
+const RETRY_AFTER_FAILURE: Duration = Duration::from_secs(30);
+
+/// How long an unchanged cluster asset goes without a write. The periodic
+/// write recreates an asset someone deleted on the platform.
+const ASSET_RESYNC: Duration = Duration::from_secs(3_600);
+
+/// Everything the pod's tasks share.
+#[derive(Debug)]
+pub struct Agent {
+    settings: RunSettings,
+    connection: Connection,
+    collection: Arc<Collection>,
+    node_collector: LoadedNodeCollector,
+    aiod: Option<AiodClient>,
+    /// True once this node's report has been published (or found current).
+    ready: AtomicBool,
+}
+
+/// The leader's memory within one term. A new term starts empty, so
+/// a new leader mints a fresh token: it cannot read the previous leader's.
+#[derive(Debug, Default)]
+struct LeaderTerm {
+    token: Option<IssuedToken>,
+    asset: Option<String>,
+    handed_off_key: Option<String>,
+    /// Fingerprint of the last registered cluster report, and when.
+    registered: Option<(String, std::time::Instant)>,
+}
+
+impl Agent {
+    /// Connects to the cluster and AIoD and loads the collectors.
+    pub async fn start(settings: RunSettings, connection: Connection) -> anyhow::Result<Arc<Self>> {
+        let collect = settings.collect.clone();
+        let (collection, node_collector) = tokio::task::spawn_blocking(move || -> anyhow::Result<_> {
+            let collection = Collection::load(&collect)?;
+            let node_collector = collection
+                .runtime()
+                .load_node_collector(NODES_COMPONENT)
+                .context("failed to load the built-in nodes collector")?;
+            Ok((collection, node_collector))
+        })
+        .await
+        .context("the collector loading thread panicked")??;
+        let aiod = match settings.aiod.clone() {
+            Some(aiod) => Some(AiodClient::connect(aiod).await?),
+            None => {
+                tracing::warn!("AIoD is not configured: node reports are published, the cluster is not registered");
+                None
+            }
+        };
+        Ok(Arc::new(Self {
+            settings,
+            connection,
+            collection: Arc::new(collection),
+            node_collector,
+            aiod,
+            ready: AtomicBool::new(false),
+        }))
+    }
+
+    pub fn is_ready(&self) -> bool {
+        self.ready.load(Ordering::Relaxed)
+    }
+
+    /// Runs until `shutdown` becomes true: the node loop, the election and
+    /// leader work side by side.
+    pub async fn run(self: Arc<Self>, shutdown: watch::Receiver<bool>) {
+        let (leading_tx, leading_rx) = watch::channel(false);
+        let elector = LeaderElector::new(
+            self.connection.client.clone(),
+            &self.settings.kube.namespace,
+            self.settings.lease_name.clone(),
+            self.settings.identity.clone(),
+            LeaseTiming::from_lease_duration(self.settings.lease_duration),
+        );
+        let election = tokio::spawn(elector.run(leading_tx, shutdown.clone()));
+        let node = tokio::spawn(Arc::clone(&self).node_loop(shutdown.clone()));
+        let leader = tokio::spawn(Arc::clone(&self).leader_loop(leading_rx, shutdown.clone()));
+        let _ = tokio::join!(node, leader, election);
+        tracing::info!("stopped");
+    }
+
+    async fn node_loop(self: Arc<Self>, mut shutdown: watch::Receiver<bool>) {
+        let mut publisher = Publisher::new(self.connection.client.clone(), self.settings.node_name.clone());
+        loop {
+            let wait = match self.publish_once(&mut publisher).await {
+                Ok(outcome) => {
+                    match outcome {
+                        PublishOutcome::Unchanged => tracing::debug!("node report unchanged; nothing written"),
+                        outcome => {
+                            tracing::info!(node = %self.settings.node_name, ?outcome, "published the node report")
+                        }
+                    }
+                    self.ready.store(true, Ordering::Relaxed);
+                    self.settings.interval
+                }
+                Err(error) => {
+                    tracing::error!(node = %self.settings.node_name, error = %format!("{error:#}"), "failed to publish the node report");
+                    self.settings.interval.min(RETRY_AFTER_FAILURE)
+                }
+            };
+            if sleep_or_shutdown(wait, &mut shutdown).await {
+                return;
+            }
+        }
+    }
+
+    async fn publish_once(&self, publisher: &mut Publisher) -> anyhow::Result<PublishOutcome> {
+        let collection = Arc::clone(&self.collection);
+        let report = tokio::task::spawn_blocking(move || collection.collect())
+            .await
+            .context("the collection thread panicked")?;
+        Ok(publisher.publish(&report).await?)
+    }
+
+    /// Waits for leadership, runs leader rounds while it lasts, and drops
+    /// the work in flight the moment it is lost.
+    async fn leader_loop(self: Arc<Self>, mut leading: watch::Receiver<bool>, mut shutdown: watch::Receiver<bool>) {
+        loop {
+            tokio::select! {
+                changed = leading.wait_for(|leader| *leader) => if changed.is_err() { return },
+                _ = shutdown.wait_for(|stop| *stop) => return,
+            }
+            let mut term = LeaderTerm::default();
+            let work = async {
+                loop {
+                    let wait = match self.leader_round(&mut term).await {
+                        Ok(wait) => wait,
+                        Err(error) => {
+                            tracing::error!(error = %format!("{error:#}"), "leader round failed");
+                            self.settings.interval.min(RETRY_AFTER_FAILURE)
+                        }
+                    };
+                    tokio::time::sleep(wait).await;
+                }
+            };
+            tokio::select! {
+                () = work => {}
+                _ = leading.wait_for(|leader| !*leader) => tracing::info!("leader work stopped"),
+                _ = shutdown.wait_for(|stop| *stop) => return,
+            }
+        }
+    }
+
+    /// One leader round; returns how long to wait before the next one.
+    async fn leader_round(&self, term: &mut LeaderTerm) -> anyhow::Result<Duration> {
+        let client = &self.connection.client;
+        let nodes = list_nodes(client).await?;
+        let objects = nodes.iter().map(node_object).collect::<Vec<_>>();
+        let runtime_collection = Arc::clone(&self.collection);
+        let node_collector = self.node_collector.clone();
+        let limits = node_collector_limits(self.settings.collect.limits);
+        let records = tokio::task::spawn_blocking(move || {
+            runtime_collection.runtime().collect_nodes(&node_collector, objects, limits)
+        })
+        .await
+        .context("the nodes collector thread panicked")?
+        .map_err(|failure| anyhow::anyhow!("the nodes collector failed ({:?}): {failure}", failure.status))?;
+        let mut cluster_nodes: Vec<ClusterNode> = records.into_iter().map(ClusterNode::from).collect();
+        cluster_nodes.sort_by(|a, b| a.name.cmp(&b.name));
+
+        let reports = list_reports(client).await?;
+        self.delete_stale_reports(&cluster_nodes, &reports).await;
+
+        let (uid, version) = crate::cluster::cluster_identity(client).await?;
+        let cluster_name = self
+            .settings
+            .kube
+            .cluster_name
+            .clone()
+            .or_else(|| self.connection.kubeconfig_cluster.clone())
+            .unwrap_or_else(|| "kubernetes".to_owned());
+        let started = std::time::Instant::now();
+        let report = aggregate(&ClusterInputs {
+            cluster: ClusterInfo { name: cluster_name.clone(), uid: uid.clone(), kubernetes_version: version },
+            nodes: &cluster_nodes,
+            reports: &reports,
+            agent: AgentInfo { name: "hw-agent".to_owned(), version: env!("CARGO_PKG_VERSION").to_owned() },
+            generated_at: Utc::now(),
+        });
+        let (plain, condensed) = describe(&report)?;
+        tracing::info!(
+            nodes = report.node_count,
+            groups = report.groups.len(),
+            characters = plain.chars().count(),
+            aggregation_ms = started.elapsed().as_secs_f64() * 1e3,
+            "aggregated the cluster report"
+        );
+
+        let Some(aiod) = &self.aiod else { return Ok(self.settings.interval) };
+        let fingerprint = cluster_fingerprint(&condensed)?;
+        let current =
+            term.registered.as_ref().is_some_and(|(known, at)| *known == fingerprint && at.elapsed() < ASSET_RESYNC);
+        let asset = match (&term.asset, current) {
+            (Some(asset), true) => asset.clone(),
+            _ => {
+                let body = cluster_asset_body(&condensed, plain, &aiod.settings().platform)?;
+                let registration = aiod.register(&uid, &body).await?;
+                if registration.created {
+                    tracing::info!(identifier = %registration.identifier, "registered the cluster as a computational asset");
+                }
+                term.registered = Some((fingerprint, std::time::Instant::now()));
+                registration.identifier
+            }
+        };
+        self.keep_credentials(aiod, term, &asset, &cluster_name, &uid).await
+    }
+
+    /// Mints or rotates the token when due, and hands it off when it is new,
+    /// the asset is new, or the platform's key changed.
+    async fn keep_credentials(
+        &self,
+        aiod: &AiodClient,
+        term: &mut LeaderTerm,
+        asset: &str,
+        cluster_name: &str,
+        cluster_uid: &str,
+    ) -> anyhow::Result<Duration> {
+        let credentials = Credentials::new(
+            self.connection.client.clone(),
+            CredentialSettings {
+                namespace: self.settings.kube.namespace.clone(),
+                access: self.settings.kube.access.clone(),
+                token_ttl: self.settings.kube.token_ttl,
+            },
+        );
+        let now = Utc::now();
+        let due = term.token.as_ref().is_none_or(|token| token.rotate_at().is_some_and(|at| now >= at));
+        if due {
+            let token = credentials.mint().await?;
+            tracing::info!(
+                expires_at = ?token.expires_at.map(|time| time.to_rfc3339()),
+                method = ?token.method,
+                "issued a token for the platform"
+            );
+            term.token = Some(token);
+            term.handed_off_key = None;
+        }
+        let current_key = aiod.credentials_key().await?.key_id;
+        let needs_hand_off =
+            due || term.asset.as_deref() != Some(asset) || term.handed_off_key.as_deref() != Some(current_key.as_str());
+        if let (true, Some(token)) = (needs_hand_off, &term.token) {
+            let plaintext = self.plaintext(token, cluster_name, cluster_uid)?;
+            let previous = match &term.handed_off_key {
+                Some(key) => Some(key.clone()),
+                None => credentials.status().await?.platform_key_id,
+            };
+            let policy = KeyPolicy { pinned: self.settings.kube.platform_key_id.clone(), previous };
+            let hand_off = aiod.hand_off(asset, &plaintext, &policy).await?;
+            credentials
+                .record(&[
+                    ("handed-off-to", Some(asset.to_owned())),
+                    ("platform-key-id", Some(hand_off.key_id.clone())),
+                ])
+                .await?;
+            tracing::info!(asset, key_id = %hand_off.key_id, "handed the credentials off to the platform");
+            term.asset = Some(asset.to_owned());
+            term.handed_off_key = Some(hand_off.key_id);
+        }
+        let until_rotation = term
+            .token
+            .as_ref()
+            .and_then(IssuedToken::rotate_at)
+            .map(|at| (at - Utc::now()).to_std().unwrap_or(Duration::ZERO))
+            .unwrap_or(self.settings.interval);
+        Ok(self.settings.interval.min(until_rotation.max(Duration::from_secs(1))))
+    }
+
+    fn plaintext(&self, token: &IssuedToken, cluster_name: &str, cluster_uid: &str) -> anyhow::Result<Vec<u8>> {
+        let api_server_url = handed_off_server_url(&self.settings.kube.api_server_url, &self.connection)?;
+        let plaintext = CredentialsPlaintext {
+            schema: crate::aiod::CREDENTIALS_SCHEMA,
+            cluster_name,
+            cluster_uid,
+            api_server_url: &api_server_url,
+            certificate_authority_data: self
+                .connection
+                .ca_pem
+                .as_ref()
+                .map(|pem| base64::engine::general_purpose::STANDARD.encode(pem)),
+            user: &token.user,
+            token: token.token.expose_secret(),
+            issued_at: token.issued_at.to_rfc3339(),
+            expires_at: token.expires_at.map(|time| time.to_rfc3339()),
+            access: token.access.to_string(),
+        };
+        serde_json::to_vec(&plaintext).context("failed to serialise the credentials")
+    }
+
+    /// Deletes reports of nodes that no longer exist. Their owner reference
+    /// lets the garbage collector do this too; doing it here covers reports
+    /// whose owner reference was lost and clusters where the collector lags.
+    async fn delete_stale_reports(&self, nodes: &[ClusterNode], reports: &[NodeHardwareReport]) {
+        let api: Api<NodeHardwareReport> = Api::all(self.connection.client.clone());
+        for report in reports {
+            let Some(name) = report.metadata.name.as_deref() else { continue };
+            if nodes.binary_search_by(|node| node.name.as_str().cmp(name)).is_ok() {
+                continue;
+            }
+            let action = Action::cluster("delete", GROUP, PLURAL, Some(name));
+            match call_optional(action, api.delete(name, &DeleteParams::default())).await {
+                Ok(_) => tracing::info!(node = name, "deleted the hardware report of a node that no longer exists"),
+                Err(error) => tracing::warn!(node = name, error = %error, "failed to delete a stale hardware report"),
+            }
+        }
+    }
+}
+
+/// SHA-256 of a cluster report without its timestamp: equal fingerprints
+/// mean the asset needs no update.
+fn cluster_fingerprint(report: &crate::cluster::aggregate::ClusterReport) -> anyhow::Result<String> {
+    use sha2::{Digest as _, Sha256};
+    let mut value = serde_json::to_value(report).context("failed to serialise the cluster report")?;
+    if let Some(object) = value.as_object_mut() {
+        object.remove("generated_at");
+    }
+    Ok(hex::encode(Sha256::digest(serde_json::to_vec(&value).context("failed to serialise the cluster report")?)))
+}
+
+/// Picks the API server URL the platform gets: the configured one, else the
+/// kubeconfig's. An in-cluster address is refused, since the platform is
+/// outside the cluster.
+pub fn handed_off_server_url(configured: &Option<String>, connection: &Connection) -> anyhow::Result<String> {
+    match configured {
+        Some(url) => Ok(url.clone()),
+        None if connection.in_cluster => anyhow::bail!(
+            "set --api-server-url (HW_AGENT_API_SERVER_URL): inside the cluster the agent reaches the API server at \
+             {}, an address the platform cannot use",
+            connection.server_url
+        ),
+        None => Ok(connection.server_url.clone()),
+    }
+}
+
+/// Lists every NodeHardwareReport, following `continue` tokens.
+pub async fn list_reports(client: &kube::Client) -> Result<Vec<NodeHardwareReport>, KubeError> {
+    let api: Api<NodeHardwareReport> = Api::all(client.clone());
+    let mut reports = Vec::new();
+    let mut params = ListParams::default().limit(500);
+    loop {
+        let page = call(Action::cluster("list", GROUP, PLURAL, None), api.list(&params)).await?;
+        reports.extend(page.items);
+        match page.metadata.continue_.filter(|token| !token.is_empty()) {
+            Some(token) => params = params.continue_token(&token),
+            None => return Ok(reports),
+        }
+    }
+}
+
+/// Sleeps, or returns early with `true` when shutdown is requested.
+async fn sleep_or_shutdown(duration: Duration, shutdown: &mut watch::Receiver<bool>) -> bool {
+    let stopped = tokio::select! {
+        () = tokio::time::sleep(duration) => false,
+        _ = shutdown.wait_for(|stop| *stop) => true,
+    };
+    stopped || *shutdown.borrow()
+}
+
+/// Serves `/healthz` (the process is up) and `/readyz` (this node's
+/// report is published) for the DaemonSet's probes.
+pub async fn serve_health(
+    listener: tokio::net::TcpListener,
+    agent: Arc<Agent>,
+    mut shutdown: watch::Receiver<bool>,
+) -> anyhow::Result<()> {
+    use http_body_util::Full;
+    use hyper::body::Bytes;
+    use hyper::{Response, StatusCode};
+
+    loop {
+        let (stream, _) = tokio::select! {
+            accepted = listener.accept() => accepted.context("failed to accept a health connection")?,
+            _ = shutdown.wait_for(|stop| *stop) => return Ok(()),
+        };
+        let agent = Arc::clone(&agent);
+        tokio::spawn(async move {
+            let service = hyper::service::service_fn(move |request: hyper::Request<hyper::body::Incoming>| {
+                let agent = Arc::clone(&agent);
+                async move {
+                    let (status, body) = match request.uri().path() {
+                        "/healthz" => (StatusCode::OK, "ok\n"),
+                        "/readyz" if agent.is_ready() => (StatusCode::OK, "ready\n"),
+                        "/readyz" => (StatusCode::SERVICE_UNAVAILABLE, "the node report is not published yet\n"),
+                        _ => (StatusCode::NOT_FOUND, "not found; try /healthz or /readyz\n"),
+                    };
+                    let mut response = Response::new(Full::new(Bytes::from_static(body.as_bytes())));
+                    *response.status_mut() = status;
+                    Ok::<_, std::convert::Infallible>(response)
+                }
+            });
+            let io = hyper_util::rt::TokioIo::new(stream);
+            if let Err(error) = hyper::server::conn::http1::Builder::new().serve_connection(io, service).await {
+                tracing::debug!(error = %error, "health connection ended with an error");
+            }
+        });
+    }
+}

@@ -1,0 +1,139 @@
+//! The `NodeHardwareReport` custom resource: one per node, named after it,
+//! cluster-scoped, owned by the Node so that deleting the Node deletes it.
+//!
+//! `hw-agent crd` prints the CustomResourceDefinition that
+//! `docker/kubernetes/crd.yaml` ships; a test keeps the two equal.
+
+use kube::CustomResource;
+use schemars::JsonSchema;
+use serde::{Deserialize, Serialize};
+
+use crate::report::human_bytes;
+use crate::report::model::NodeReport;
+
+pub const GROUP: &str = "hw-agent.aiod.eu";
+pub const PLURAL: &str = "nodehardwarereports";
+
+/// The hardware report of one node, as its `hw-agent` pod collected it.
+// Clippy reads the repeated `type_ = "string"` of the printer columns as
+// duplicated attributes; they are arguments of separate columns.
+#[allow(clippy::duplicated_attributes)]
+#[derive(CustomResource, Serialize, Deserialize, Clone, Debug, PartialEq, JsonSchema)]
+#[kube(
+    group = "hw-agent.aiod.eu",
+    version = "v1alpha1",
+    kind = "NodeHardwareReport",
+    plural = "nodehardwarereports",
+    singular = "nodehardwarereport",
+    shortname = "nhr",
+    doc = "The hardware of one Node, collected by the hw-agent pod running on it. Named after the Node and owned by it.",
+    printcolumn(name = "CPU", type_ = "string", json_path = ".spec.summary.cpuModel"),
+    printcolumn(name = "Threads", type_ = "integer", json_path = ".spec.summary.cpuThreads"),
+    printcolumn(name = "Memory", type_ = "string", json_path = ".spec.summary.memory"),
+    printcolumn(name = "Accelerators", type_ = "string", json_path = ".spec.summary.accelerators"),
+    printcolumn(name = "Age", type_ = "date", json_path = ".metadata.creationTimestamp")
+)]
+#[serde(rename_all = "camelCase")]
+pub struct NodeHardwareReportSpec {
+    /// The Node this report describes; equal to metadata.name.
+    pub node_name: String,
+    /// SHA-256 of the report without its volatile fields (timestamps, durations, free memory). The agent writes the object only when this changes.
+    pub fingerprint: String,
+    /// Version of the hw-agent that collected the report.
+    pub agent_version: String,
+    /// A few headline facts for `kubectl get nodehardwarereports`.
+    pub summary: ReportSummary,
+    /// The node report (schema aiod-hw-agent/node-report/v1), as `hw-agent collect` prints it.
+    #[schemars(schema_with = "any_object")]
+    pub report: serde_json::Value,
+}
+
+/// Headline facts of a node report.
+#[derive(Serialize, Deserialize, Clone, Debug, Default, PartialEq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct ReportSummary {
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub cpu_model: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub cpu_threads: Option<u32>,
+    /// Installed memory, such as `512 GiB`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub memory: Option<String>,
+    /// Accelerators by model, such as `8x NVIDIA H100 80GB HBM3`; empty when there are none.
+    #[serde(default)]
+    pub accelerators: String,
+    /// Collectors that did not report ok.
+    #[serde(default)]
+    pub failed_collectors: u32,
+}
+
+impl ReportSummary {
+    pub fn of(report: &NodeReport) -> Self {
+        let cpu_model =
+            report.cpu.as_ref().and_then(|cpu| cpu.packages.iter().find_map(|package| package.model_name.clone()));
+        let mut models: std::collections::BTreeMap<String, usize> = std::collections::BTreeMap::new();
+        for device in report.accelerators.iter().flatten() {
+            let model =
+                device.model_name.clone().unwrap_or_else(|| format!("{}:{}", device.vendor_id, device.device_id));
+            *models.entry(model).or_default() += 1;
+        }
+        let accelerators =
+            models.iter().map(|(model, count)| format!("{count}x {model}")).collect::<Vec<_>>().join(", ");
+        ReportSummary {
+            cpu_model,
+            cpu_threads: report.cpu.as_ref().map(|cpu| cpu.threads),
+            memory: report.memory.as_ref().map(|memory| human_bytes(memory.total_bytes)),
+            accelerators,
+            failed_collectors: report
+                .collectors
+                .iter()
+                .filter(|collector| collector.status != crate::report::model::CollectorStatus::Ok)
+                .count() as u32,
+        }
+    }
+}
+
+/// Declares the report an object kept as given. Its schema is documented
+/// in docs/report-schema.md rather than repeated in the CRD.
+fn any_object(_: &mut schemars::SchemaGenerator) -> schemars::Schema {
+    schemars::json_schema!({
+        "type": "object",
+        "x-kubernetes-preserve-unknown-fields": true,
+    })
+}
+
+/// Renders the CustomResourceDefinition as YAML, for `kubectl apply -f`.
+pub fn crd_yaml() -> anyhow::Result<String> {
+    use kube::CustomResourceExt as _;
+    let yaml = serde_saphyr::to_string(&NodeHardwareReport::crd())
+        .map_err(|error| anyhow::anyhow!("failed to serialise the CustomResourceDefinition: {error}"))?;
+    Ok(format!(
+        "# Generated by `hw-agent crd`; do not edit by hand.\n# The per-node hardware reports that hw-agent publishes.\n{yaml}"
+    ))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn shipped_crd_matches_the_code() {
+        let shipped = include_str!("../../../docker/kubernetes/crd.yaml");
+        let generated = crd_yaml().expect("the CRD serialises");
+        assert_eq!(
+            shipped, generated,
+            "docker/kubernetes/crd.yaml is out of date; regenerate it with `cargo run -p hw-agent -- crd > docker/kubernetes/crd.yaml`"
+        );
+    }
+
+    #[test]
+    fn crd_is_cluster_scoped_with_preserved_report() {
+        use kube::CustomResourceExt as _;
+        let crd = serde_json::to_value(NodeHardwareReport::crd()).expect("serialises");
+        assert_eq!(crd["spec"]["scope"], "Cluster");
+        assert_eq!(crd["metadata"]["name"], "nodehardwarereports.hw-agent.aiod.eu");
+        let report =
+            &crd["spec"]["versions"][0]["schema"]["openAPIV3Schema"]["properties"]["spec"]["properties"]["report"];
+        assert_eq!(report["x-kubernetes-preserve-unknown-fields"], true);
+    }
+}

@@ -1,0 +1,255 @@
+//! End to end: the real `hw-agent run` binary against a fake Kubernetes API
+//! server and the real AIoD mock, both over TLS on loopback. The leader
+//! registers the cluster and hands off credentials, and the token the mock
+//! decrypts is the one the fake cluster issued.
+
+mod common;
+
+use std::path::Path;
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use aiod_mock::{Client, MockConfig, RunningMock};
+use base64::Engine as _;
+use fake_kube::FakeCluster;
+use hw_agent::aiod::{AiodClient, AiodSettings, KeyPolicy, RetryPolicy};
+use secrecy::SecretString;
+use serde_json::{Value, json};
+
+const AGENT_SECRET: &str = "agent-secret-51c2e0";
+const PLATFORM: &str = "k8s_site";
+const PUBLIC_API_SERVER: &str = "https://k8s.example.org:6443";
+
+async fn start_mock(state_dir: &Path, listen: &str) -> RunningMock {
+    aiod_mock::start(MockConfig {
+        listen: listen.parse().expect("loopback address"),
+        state_dir: state_dir.to_path_buf(),
+        clients: vec![Client {
+            id: "agent".to_owned(),
+            secret: AGENT_SECRET.to_owned(),
+            roles: vec![format!("platform_{PLATFORM}")],
+        }],
+        token_lifetime: Duration::from_secs(300),
+        auto_publish: false,
+        platforms: vec![PLATFORM.to_owned()],
+        tls_names: Vec::new(),
+        faults: aiod_mock::FaultConfig::default(),
+    })
+    .await
+    .expect("mock starts")
+}
+
+fn node(name: &str, gpus: u32) -> Value {
+    let mut capacity = json!({"cpu": "64", "memory": "527921152Ki", "pods": "110"});
+    if gpus > 0 {
+        capacity["nvidia.com/gpu"] = json!(gpus.to_string());
+    }
+    json!({
+        "apiVersion": "v1", "kind": "Node",
+        "metadata": {"name": name, "labels": {"kubernetes.io/arch": "amd64"}},
+        "spec": {},
+        "status": {
+            "capacity": capacity, "allocatable": capacity,
+            "conditions": [{"type": "Ready", "status": "True"}],
+            "nodeInfo": {"architecture": "amd64", "operatingSystem": "linux", "osImage": "Ubuntu 24.04.1 LTS",
+                         "kernelVersion": "6.8.0", "containerRuntimeVersion": "containerd://1.7.22",
+                         "kubeletVersion": "v1.33.2", "kubeProxyVersion": "", "machineID": "", "systemUUID": "", "bootID": ""}
+        }
+    })
+}
+
+/// The agent process; its log goes to a file that failures print.
+struct Agent(Child, std::path::PathBuf);
+
+impl Agent {
+    fn log(&self) -> String {
+        std::fs::read_to_string(&self.1).unwrap_or_default()
+    }
+}
+
+impl Drop for Agent {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+fn start_agent(dir: &Path, mock: &RunningMock, node_name: &str, cache: &Path) -> Agent {
+    let secret = dir.join("client-secret");
+    std::fs::write(&secret, AGENT_SECRET).expect("secret file");
+    let child = Command::new(env!("CARGO_BIN_EXE_hw-agent"))
+        .arg("run")
+        .args(["--kubeconfig", &dir.join("kubeconfig").to_string_lossy()])
+        .args(["--host-root", &common::fixture("intel-xeon-2s-nvidia").to_string_lossy()])
+        .args(["--cache-dir", &cache.to_string_lossy()])
+        .args(["--node-name", node_name, "--pod-name", &format!("hw-agent-{node_name}")])
+        .args(["--interval", "1s", "--lease-duration", "2s", "--health-listen", "off"])
+        .args(["--api-server-url", PUBLIC_API_SERVER, "--cluster-name", "lab-cluster", "--token-ttl", "2h"])
+        .args(["--api-url", &mock.base_url(), "--token-url", &mock.token_url()])
+        .args(["--ca-cert", &mock.ca_path.to_string_lossy(), "--client-id", "agent"])
+        .args(["--client-secret-file", &secret.to_string_lossy(), "--platform", PLATFORM])
+        .args(["--log", "info"])
+        .env_remove("KUBECONFIG")
+        .env_remove("KUBERNETES_SERVICE_HOST")
+        .stdout(Stdio::null())
+        .stderr(std::fs::File::create(dir.join("agent.log")).expect("log file"))
+        .spawn()
+        .expect("hw-agent starts");
+    Agent(child, dir.join("agent.log"))
+}
+
+async fn wait_for<T>(agent: &Agent, what: &str, timeout: Duration, mut probe: impl AsyncFnMut() -> Option<T>) -> T {
+    let started = Instant::now();
+    loop {
+        if let Some(value) = probe().await {
+            return value;
+        }
+        assert!(started.elapsed() < timeout, "timed out waiting for {what}; agent log:\n{}", agent.log());
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+}
+
+async fn cluster_asset(mock: &RunningMock, uid: &str) -> Option<Value> {
+    let http = hw_agent::aiod::tls::http_client(Some(&mock.ca_path), Duration::from_secs(10)).expect("client");
+    let assets: Vec<Value> = http
+        .get(format!("{}/platforms/{PLATFORM}/computational_assets?limit=1000", mock.base_url()))
+        .send()
+        .await
+        .ok()?
+        .json()
+        .await
+        .ok()?;
+    assets.into_iter().find(|asset| asset["platform_resource_identifier"] == uid)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn leader_registers_the_cluster_and_hands_off_the_issued_token() {
+    let fake = FakeCluster::start().await.expect("fake API server");
+    let dir = tempfile::tempdir().expect("temp dir");
+    fake.write_kubeconfig(&dir.path().join("kubeconfig"), "admin-token").expect("kubeconfig");
+    for (name, gpus) in [("gpu-001", 8), ("gpu-002", 8), ("cpu-001", 0)] {
+        fake.add_node(node(name, gpus));
+    }
+    let uid = fake.object("/api/v1/namespaces/kube-system").expect("kube-system")["metadata"]["uid"]
+        .as_str()
+        .expect("uid")
+        .to_owned();
+    let state = tempfile::tempdir().expect("state dir");
+    let mock = start_mock(state.path(), "127.0.0.1:0").await;
+    let cache = tempfile::tempdir().expect("cache");
+    let mut agent = start_agent(dir.path(), &mock, "gpu-001", cache.path());
+
+    let asset =
+        wait_for(&agent, "the cluster asset", Duration::from_secs(90), async || cluster_asset(&mock, &uid).await).await;
+    assert_eq!(asset["name"], "lab-cluster");
+    assert_eq!(asset["type"], "kubernetes cluster");
+    let identifier = asset["identifier"].as_str().expect("identifier").to_owned();
+    let report: Value = serde_json::from_str(asset["description"]["plain"].as_str().expect("plain")).expect("json");
+    assert_eq!(report["schema"], "aiod-hw-agent/cluster-report/v1");
+    assert_eq!(report["cluster"]["uid"], uid.as_str());
+    assert_eq!(report["cluster"]["kubernetes_version"], "v1.33.2");
+    assert_eq!(report["node_count"], 3);
+    assert_eq!(report["totals"]["capacity"]["extended"]["nvidia.com/gpu"], 16);
+
+    let plaintext = wait_for(&agent, "the credentials hand-off", Duration::from_secs(60), async || {
+        aiod_mock::credentials::open_stored(state.path(), &identifier).ok()
+    })
+    .await;
+    let credentials: Value = serde_json::from_slice(&plaintext).expect("credentials json");
+    let issued = fake.issued_tokens();
+    let last = issued.last().expect("the fake cluster issued a token");
+    assert_eq!(credentials["token"], last.token.as_str(), "the platform got the token the cluster issued");
+    assert_eq!(credentials["user"], "system:serviceaccount:aiod-hw-agent:aiod-platform");
+    assert_eq!(credentials["api_server_url"], PUBLIC_API_SERVER);
+    assert_eq!(credentials["cluster_uid"], uid.as_str());
+    let ca = base64::engine::general_purpose::STANDARD
+        .decode(credentials["certificate_authority_data"].as_str().expect("ca data"))
+        .expect("base64");
+    assert_eq!(String::from_utf8(ca).expect("pem").trim(), fake.ca_pem().trim());
+
+    // Anyone can read the asset; the token must not be in it.
+    let asset = cluster_asset(&mock, &uid).await.expect("asset");
+    assert!(!asset.to_string().contains(last.token.as_str()), "the token leaked into the public asset");
+    // The node's own report is published too.
+    let published = wait_for(&agent, "the node report", Duration::from_secs(60), async || {
+        fake.object("/apis/hw-agent.aiod.eu/v1alpha1/nodehardwarereports/gpu-001")
+    })
+    .await;
+    assert_eq!(published["spec"]["report"]["cpu"]["sockets"], 2);
+
+    // The platform rotates its key: the leader notices at its next round
+    // and seals the credentials again, to the new key.
+    let address = mock.addr.to_string();
+    mock.shutdown().await;
+    let rotated = aiod_mock::credentials::CredentialsKey::rotate(state.path()).expect("key rotated");
+    let mock = start_mock(state.path(), &address).await;
+    let reopened = wait_for(&agent, "a hand-off to the new key", Duration::from_secs(60), async || {
+        aiod_mock::credentials::open_stored(state.path(), &identifier).ok()
+    })
+    .await;
+    let reopened: Value = serde_json::from_slice(&reopened).expect("credentials json");
+    assert_eq!(reopened["token"], credentials["token"], "the same token, sealed to key {}", rotated.key_id());
+
+    // SIGTERM: the pod drains, releases the lease and exits 0.
+    let status = Command::new("kill").args(["-TERM", &agent.0.id().to_string()]).status().expect("kill runs");
+    assert!(status.success());
+    let started = Instant::now();
+    let exit = loop {
+        if let Some(exit) = agent.0.try_wait().expect("wait") {
+            break exit;
+        }
+        assert!(started.elapsed() < Duration::from_secs(15), "hw-agent did not stop within 15 s of SIGTERM");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    };
+    let stderr = agent.log();
+    assert!(exit.success(), "exit {exit:?}; stderr:\n{stderr}");
+    for token in fake.issued_tokens() {
+        assert!(!stderr.contains(&token.token), "a token reached the log");
+    }
+    assert!(!stderr.contains(AGENT_SECRET), "the client secret reached the log");
+    let lease =
+        fake.object("/apis/coordination.k8s.io/v1/namespaces/aiod-hw-agent/leases/hw-agent-leader").expect("lease");
+    assert!(lease["spec"]["holderIdentity"].as_str().unwrap_or("").is_empty(), "the lease was released: {lease}");
+    mock.shutdown().await;
+}
+
+fn settings(mock: &RunningMock) -> AiodSettings {
+    AiodSettings {
+        api_url: mock.base_url(),
+        token_url: mock.token_url(),
+        ca_cert: Some(mock.ca_path.clone()),
+        client_id: "agent".to_owned(),
+        client_secret: SecretString::from(AGENT_SECRET.to_owned()),
+        platform: PLATFORM.to_owned(),
+        request_timeout: Duration::from_secs(10),
+        retry: RetryPolicy::default(),
+    }
+}
+
+#[tokio::test]
+async fn changed_platform_key_is_noticed_and_a_pinned_key_is_enforced() {
+    let state = tempfile::tempdir().expect("state dir");
+    let mock = start_mock(state.path(), "127.0.0.1:0").await;
+    let client = AiodClient::connect(settings(&mock)).await.expect("connects");
+    let body = json!({"platform": PLATFORM, "platform_resource_identifier": "cluster-uid-1", "name": "c", "type": "kubernetes cluster"});
+    let asset = client.register("cluster-uid-1", &body).await.expect("registers").identifier;
+    let key = client.credentials_key().await.expect("key");
+
+    let first = client.hand_off(&asset, b"{\"token\":\"one\"}", &KeyPolicy::default()).await.expect("hand-off");
+    assert_eq!(first.key_id, key.key_id);
+    assert_eq!(first.key_changed_from, None);
+
+    // The key the agent last used differs from the platform's: noticed and reported.
+    let policy = KeyPolicy { pinned: None, previous: Some("0123456789abcdef".to_owned()) };
+    let second = client.hand_off(&asset, b"{\"token\":\"two\"}", &policy).await.expect("hand-off");
+    assert_eq!(second.key_changed_from.as_deref(), Some("0123456789abcdef"));
+    assert_eq!(aiod_mock::credentials::open_stored(state.path(), &asset).expect("opens"), b"{\"token\":\"two\"}");
+
+    // A pinned key that does not match refuses the hand-off and stores nothing new.
+    let pinned = KeyPolicy { pinned: Some("fedcba9876543210".to_owned()), previous: None };
+    let error = client.hand_off(&asset, b"{\"token\":\"three\"}", &pinned).await.expect_err("refused");
+    let text = format!("{error:#}");
+    assert!(text.contains("fedcba9876543210") && text.contains(&key.key_id), "{text}");
+    assert_eq!(aiod_mock::credentials::open_stored(state.path(), &asset).expect("opens"), b"{\"token\":\"two\"}");
+    mock.shutdown().await;
+}
