@@ -134,6 +134,14 @@ async fn leader_registers_the_cluster_and_hands_off_the_issued_token() {
         .as_str()
         .expect("uid")
         .to_owned();
+    // A report left behind by a Node that was deleted, without an owner
+    // reference the garbage collector could follow.
+    let stale = "/apis/hw-agent.aiod.eu/v1alpha1/nodehardwarereports/gpu-099";
+    fake.put_object(
+        stale,
+        json!({"apiVersion": "hw-agent.aiod.eu/v1alpha1", "kind": "NodeHardwareReport", "metadata": {"name": "gpu-099"},
+               "spec": {"nodeName": "gpu-099", "fingerprint": "0", "agentVersion": "0", "summary": {}, "report": {}}}),
+    );
     let state = tempfile::tempdir().expect("state dir");
     let mock = start_mock(state.path(), "127.0.0.1:0").await;
     let cache = tempfile::tempdir().expect("cache");
@@ -150,6 +158,7 @@ async fn leader_registers_the_cluster_and_hands_off_the_issued_token() {
     assert_eq!(report["cluster"]["kubernetes_version"], "v1.33.2");
     assert_eq!(report["node_count"], 3);
     assert_eq!(report["totals"]["capacity"]["extended"]["nvidia.com/gpu"], 16);
+    assert!(fake.object(stale).is_none(), "the leader deletes the report of a Node that no longer exists");
 
     let plaintext = wait_for(&agent, "the credentials hand-off", Duration::from_secs(60), async || {
         aiod_mock::credentials::open_stored(state.path(), &identifier).ok()
