@@ -10,6 +10,7 @@ use serde_json::{Value, json};
 use crate::IssuedToken;
 use crate::discovery;
 use crate::patch::{self, JsonPatchError};
+use crate::rbac;
 use crate::resources::{self, NameRule, Resource, Target};
 use crate::select::{self, FieldSelector, LabelSelector};
 use crate::state::{self, Credential, State, meta_str, metadata_mut};
@@ -132,10 +133,22 @@ fn authorize(state: &State, attributes: &Attributes<'_>) -> Result<(), Reply> {
         None => attributes.resource.plural.to_owned(),
     };
     if state.is_denied(attributes.verb, attributes.resource.group, &resource) {
-        Err(status::forbidden(attributes))
-    } else {
-        Ok(())
+        return Err(status::forbidden(attributes));
     }
+    if state.rbac_enforced && attributes.user.starts_with("system:serviceaccount:") {
+        let request = rbac::Request {
+            user: attributes.user,
+            verb: attributes.verb,
+            group: attributes.resource.group,
+            resource: &resource,
+            namespace: attributes.namespace,
+            name: attributes.name,
+        };
+        if !rbac::allows(state, &request) {
+            return Err(status::forbidden(attributes));
+        }
+    }
+    Ok(())
 }
 
 fn collection(
@@ -158,9 +171,34 @@ fn collection(
         "list" => list(state, request, resource, namespace),
         // Only reads span all namespaces.
         _ if resource.namespaced && namespace.is_none() => Err(status::method_not_allowed()),
-        "create" => create(state, request, resource, namespace),
+        "create" => {
+            check_bind(state, request, user, resource, namespace)?;
+            create(state, request, resource, namespace)
+        }
         _ => delete_collection(state, request, resource, namespace),
     }
+}
+
+/// Applies RBAC's escalation check to a new binding when RBAC is enforced:
+/// the creator needs `bind` on the referenced role.
+fn check_bind(
+    state: &State,
+    request: &ApiRequest,
+    user: &str,
+    resource: &'static Resource,
+    namespace: Option<&str>,
+) -> Result<(), Reply> {
+    let is_binding = resource.is("rbac.authorization.k8s.io", "clusterrolebindings")
+        || resource.is("rbac.authorization.k8s.io", "rolebindings");
+    if !(state.rbac_enforced && is_binding && user.starts_with("system:serviceaccount:")) {
+        return Ok(());
+    }
+    let binding = request.object_body()?;
+    if rbac::may_bind(state, user, &binding, namespace) {
+        return Ok(());
+    }
+    let role = binding["roleRef"]["name"].as_str().unwrap_or_default().to_owned();
+    Err(status::forbidden_bind(resource, user, &role))
 }
 
 /// The object a request path names.

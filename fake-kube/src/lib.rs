@@ -16,6 +16,7 @@
 mod discovery;
 mod handler;
 mod patch;
+mod rbac;
 mod resources;
 mod select;
 mod state;
@@ -198,6 +199,15 @@ impl FakeCluster {
     /// create, update, patch, delete and deletecollection.
     pub fn deny(&self, verb: &str, group: &str, resource: &str) {
         self.shared.lock().denials.insert((verb.to_owned(), group.to_owned(), resource.to_owned()));
+    }
+
+    /// Turns RBAC on or off (off by default). While on, a request made with a
+    /// service-account token succeeds only when a stored RoleBinding or
+    /// ClusterRoleBinding grants it, and creating a binding needs the `bind`
+    /// verb on its role. The admin token stays unrestricted. Put the Roles and
+    /// bindings with [`put_object`](Self::put_object).
+    pub fn enforce_rbac(&self, enforced: bool) {
+        self.shared.lock().rbac_enforced = enforced;
     }
 
     /// Removes every denial.

@@ -58,6 +58,9 @@ pub(crate) struct State {
     pub issued: Vec<IssuedToken>,
     /// Denied (verb, group, resource) triples.
     pub denials: BTreeSet<(String, String, String)>,
+    /// When true, service-account identities get only what the stored RBAC
+    /// objects grant them.
+    pub rbac_enforced: bool,
     pub token_request_enabled: bool,
     pub max_token_seconds: Option<i64>,
     pub unavailable: bool,
@@ -153,6 +156,7 @@ impl State {
             credentials: HashMap::new(),
             issued: Vec::new(),
             denials: BTreeSet::new(),
+            rbac_enforced: false,
             token_request_enabled: true,
             max_token_seconds: None,
             unavailable: false,

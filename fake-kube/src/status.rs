@@ -248,6 +248,17 @@ pub(crate) fn forbidden(attributes: &Attributes<'_>) -> Reply {
     failure(403, "Forbidden", message, Some(details(attributes.name, resource.group, resource.plural)))
 }
 
+/// 403 for a binding whose creator lacks `bind` on the role, worded as
+/// kube-apiserver's RBAC escalation check words it.
+pub(crate) fn forbidden_bind(resource: &Resource, user: &str, role: &str) -> Reply {
+    let message = format!(
+        "{} is forbidden: user {user:?} is attempting to grant RBAC permissions not currently held; \
+         it needs the bind verb on role {role:?}",
+        resource.group_resource()
+    );
+    failure(403, "Forbidden", message, Some(details("", resource.group, resource.plural)))
+}
+
 /// The Success `Status` that DELETE returns for resources that do not return the object.
 pub(crate) fn deleted(resource: &Resource, name: &str, uid: &str) -> Reply {
     let mut details = details(name, resource.group, resource.plural);

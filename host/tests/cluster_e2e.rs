@@ -75,11 +75,15 @@ impl Drop for Agent {
 }
 
 fn start_agent(dir: &Path, mock: &RunningMock, node_name: &str, cache: &Path) -> Agent {
+    start_agent_with(dir, "kubeconfig", mock, node_name, cache)
+}
+
+fn start_agent_with(dir: &Path, kubeconfig: &str, mock: &RunningMock, node_name: &str, cache: &Path) -> Agent {
     let secret = dir.join("client-secret");
     std::fs::write(&secret, AGENT_SECRET).expect("secret file");
     let child = Command::new(env!("CARGO_BIN_EXE_hw-agent"))
         .arg("run")
-        .args(["--kubeconfig", &dir.join("kubeconfig").to_string_lossy()])
+        .args(["--kubeconfig", &dir.join(kubeconfig).to_string_lossy()])
         .args(["--host-root", &common::fixture("intel-xeon-2s-nvidia").to_string_lossy()])
         .args(["--cache-dir", &cache.to_string_lossy()])
         .args(["--node-name", node_name, "--pod-name", &format!("hw-agent-{node_name}")])
@@ -260,5 +264,92 @@ async fn changed_platform_key_is_noticed_and_a_pinned_key_is_enforced() {
     let text = format!("{error:#}");
     assert!(text.contains("fedcba9876543210") && text.contains(&key.key_id), "{text}");
     assert_eq!(aiod_mock::credentials::open_stored(state.path(), &asset).expect("opens"), b"{\"token\":\"two\"}");
+    mock.shutdown().await;
+}
+
+/// The API path of a manifest object, for the kinds `rbac.yaml` and
+/// `namespace.yaml` contain.
+fn manifest_path(object: &Value) -> String {
+    let name = object["metadata"]["name"].as_str().expect("name");
+    let namespace = object["metadata"]["namespace"].as_str().unwrap_or("aiod-hw-agent");
+    match object["kind"].as_str().expect("kind") {
+        "Namespace" => format!("/api/v1/namespaces/{name}"),
+        "ServiceAccount" => format!("/api/v1/namespaces/{namespace}/serviceaccounts/{name}"),
+        "ClusterRole" => format!("/apis/rbac.authorization.k8s.io/v1/clusterroles/{name}"),
+        "ClusterRoleBinding" => format!("/apis/rbac.authorization.k8s.io/v1/clusterrolebindings/{name}"),
+        "Role" => format!("/apis/rbac.authorization.k8s.io/v1/namespaces/{namespace}/roles/{name}"),
+        "RoleBinding" => format!("/apis/rbac.authorization.k8s.io/v1/namespaces/{namespace}/rolebindings/{name}"),
+        other => panic!("unexpected kind {other} in the manifests"),
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn shipped_rbac_grants_everything_the_agent_does() {
+    let fake = FakeCluster::start().await.expect("fake API server");
+    let dir = tempfile::tempdir().expect("temp dir");
+    fake.write_kubeconfig(&dir.path().join("kubeconfig"), "admin-token").expect("kubeconfig");
+    let manifests = Path::new(env!("CARGO_MANIFEST_DIR")).join("../docker/kubernetes");
+    for file in ["namespace.yaml", "rbac.yaml"] {
+        let text = std::fs::read_to_string(manifests.join(file)).expect("manifest");
+        let objects: Vec<Value> = serde_saphyr::from_str_multiple(&text).expect("valid YAML");
+        for object in objects {
+            fake.put_object(&manifest_path(&object), object);
+        }
+    }
+    fake.add_node(node("gpu-001", 8));
+    // A report of a deleted Node, so the leader's delete is exercised too.
+    fake.put_object(
+        "/apis/hw-agent.aiod.eu/v1alpha1/nodehardwarereports/gone",
+        json!({"apiVersion": "hw-agent.aiod.eu/v1alpha1", "kind": "NodeHardwareReport", "metadata": {"name": "gone"},
+               "spec": {"nodeName": "gone", "fingerprint": "0", "agentVersion": "0", "summary": {}, "report": {}}}),
+    );
+
+    // The agent authenticates as its own ServiceAccount, as in the DaemonSet.
+    let admin = hw_agent::cluster::connect(Some(&dir.path().join("kubeconfig"))).await.expect("admin client");
+    let accounts: kube::Api<k8s_openapi::api::core::v1::ServiceAccount> =
+        kube::Api::namespaced(admin.client.clone(), "aiod-hw-agent");
+    let request = k8s_openapi::api::authentication::v1::TokenRequest {
+        spec: k8s_openapi::api::authentication::v1::TokenRequestSpec {
+            expiration_seconds: Some(3_600),
+            ..Default::default()
+        },
+        ..Default::default()
+    };
+    let issued = accounts.create_token_request("hw-agent", &Default::default(), &request).await.expect("agent token");
+    let agent_token = issued.status.expect("status").token;
+    fake.write_kubeconfig(&dir.path().join("agent-kubeconfig"), &agent_token).expect("agent kubeconfig");
+    fake.enforce_rbac(true);
+
+    let state = tempfile::tempdir().expect("state dir");
+    let mock = start_mock(state.path(), "127.0.0.1:0").await;
+    let cache = tempfile::tempdir().expect("cache");
+    let agent = start_agent_with(dir.path(), "agent-kubeconfig", &mock, "gpu-001", cache.path());
+    let uid = fake.object("/api/v1/namespaces/kube-system").expect("kube-system")["metadata"]["uid"]
+        .as_str()
+        .expect("uid")
+        .to_owned();
+    let asset =
+        wait_for(&agent, "the cluster asset", Duration::from_secs(90), async || cluster_asset(&mock, &uid).await).await;
+    let identifier = asset["identifier"].as_str().expect("identifier").to_owned();
+    wait_for(&agent, "the credentials hand-off", Duration::from_secs(60), async || {
+        aiod_mock::credentials::open_stored(state.path(), &identifier).ok()
+    })
+    .await;
+    wait_for(&agent, "the node report", Duration::from_secs(60), async || {
+        fake.object("/apis/hw-agent.aiod.eu/v1alpha1/nodehardwarereports/gpu-001")
+    })
+    .await;
+    assert!(fake.object("/apis/hw-agent.aiod.eu/v1alpha1/nodehardwarereports/gone").is_none());
+
+    let denied: Vec<String> =
+        fake.requests().iter().filter(|request| request.status == 403).map(|request| request.line()).collect();
+    assert!(denied.is_empty(), "rbac.yaml lacks permissions the agent uses: {denied:#?}\nagent log:\n{}", agent.log());
+
+    // And RBAC is really enforced: the agent's token may not read Secrets at large.
+    let as_agent = hw_agent::cluster::connect(Some(&dir.path().join("agent-kubeconfig"))).await.expect("agent client");
+    let secrets: kube::Api<k8s_openapi::api::core::v1::Secret> = kube::Api::namespaced(as_agent.client, "kube-system");
+    let listed = secrets.list(&Default::default()).await;
+    assert!(matches!(listed, Err(kube::Error::Api(ref status)) if status.code == 403), "{listed:?}");
+    drop(agent);
     mock.shutdown().await;
 }
