@@ -273,19 +273,23 @@ impl Agent {
         let needs_hand_off =
             due || term.asset.as_deref() != Some(asset) || term.handed_off_key.as_deref() != Some(current_key.as_str());
         if let (true, Some(token)) = (needs_hand_off, &term.token) {
-            let plaintext = self.plaintext(token, cluster_name, cluster_uid)?;
-            let previous = match &term.handed_off_key {
-                Some(key) => Some(key.clone()),
-                None => credentials.status().await?.platform_key_id,
+            let cluster = ClusterAccess {
+                name: cluster_name,
+                uid: cluster_uid,
+                api_server_url: handed_off_server_url(&self.settings.kube.api_server_url, &self.connection)?,
+                ca_pem: self.connection.ca_pem.as_deref(),
             };
-            let policy = KeyPolicy { pinned: self.settings.kube.platform_key_id.clone(), previous };
-            let hand_off = aiod.hand_off(asset, &plaintext, &policy).await?;
-            credentials
-                .record(&[
-                    ("handed-off-to", Some(asset.to_owned())),
-                    ("platform-key-id", Some(hand_off.key_id.clone())),
-                ])
-                .await?;
+            let previous = term.handed_off_key.clone();
+            let hand_off = hand_off_token(
+                aiod,
+                &credentials,
+                asset,
+                token,
+                &cluster,
+                self.settings.kube.platform_key_id.clone(),
+                previous,
+            )
+            .await?;
             tracing::info!(asset, key_id = %hand_off.key_id, "handed the credentials off to the platform");
             term.asset = Some(asset.to_owned());
             term.handed_off_key = Some(hand_off.key_id);
@@ -297,27 +301,6 @@ impl Agent {
             .map(|at| (at - Utc::now()).to_std().unwrap_or(Duration::ZERO))
             .unwrap_or(self.settings.interval);
         Ok(self.settings.interval.min(until_rotation.max(Duration::from_secs(1))))
-    }
-
-    fn plaintext(&self, token: &IssuedToken, cluster_name: &str, cluster_uid: &str) -> anyhow::Result<Vec<u8>> {
-        let api_server_url = handed_off_server_url(&self.settings.kube.api_server_url, &self.connection)?;
-        let plaintext = CredentialsPlaintext {
-            schema: crate::aiod::CREDENTIALS_SCHEMA,
-            cluster_name,
-            cluster_uid,
-            api_server_url: &api_server_url,
-            certificate_authority_data: self
-                .connection
-                .ca_pem
-                .as_ref()
-                .map(|pem| base64::engine::general_purpose::STANDARD.encode(pem)),
-            user: &token.user,
-            token: token.token.expose_secret(),
-            issued_at: token.issued_at.to_rfc3339(),
-            expires_at: token.expires_at.map(|time| time.to_rfc3339()),
-            access: token.access.to_string(),
-        };
-        serde_json::to_vec(&plaintext).context("failed to serialise the credentials")
     }
 
     /// Deletes reports of nodes that no longer exist. Their owner reference
@@ -337,6 +320,55 @@ impl Agent {
             }
         }
     }
+}
+
+/// The cluster as the platform reaches it.
+#[derive(Debug)]
+pub struct ClusterAccess<'a> {
+    pub name: &'a str,
+    /// UID of the `kube-system` Namespace.
+    pub uid: &'a str,
+    pub api_server_url: String,
+    /// PEM of the CA that signs the API server's certificate.
+    pub ca_pem: Option<&'a str>,
+}
+
+/// Seals `token` with the cluster's address for the platform's key, stores
+/// it on the platform for `asset`, and records the hand-off as annotations
+/// on the platform's ServiceAccount. `previous` is the key id of the last
+/// hand-off, read from those annotations when `None`.
+pub async fn hand_off_token(
+    aiod: &AiodClient,
+    credentials: &Credentials,
+    asset: &str,
+    token: &IssuedToken,
+    cluster: &ClusterAccess<'_>,
+    pinned_key_id: Option<String>,
+    previous: Option<String>,
+) -> anyhow::Result<crate::aiod::HandOff> {
+    let plaintext = CredentialsPlaintext {
+        schema: crate::aiod::CREDENTIALS_SCHEMA,
+        cluster_name: cluster.name,
+        cluster_uid: cluster.uid,
+        api_server_url: &cluster.api_server_url,
+        certificate_authority_data: cluster.ca_pem.map(|pem| base64::engine::general_purpose::STANDARD.encode(pem)),
+        user: &token.user,
+        token: token.token.expose_secret(),
+        issued_at: token.issued_at.to_rfc3339(),
+        expires_at: token.expires_at.map(|time| time.to_rfc3339()),
+        access: token.access.to_string(),
+    };
+    let plaintext = serde_json::to_vec(&plaintext).context("failed to serialise the credentials")?;
+    let previous = match previous {
+        Some(key) => Some(key),
+        None => credentials.status().await?.platform_key_id,
+    };
+    let policy = KeyPolicy { pinned: pinned_key_id, previous };
+    let hand_off = aiod.hand_off(asset, &plaintext, &policy).await?;
+    credentials
+        .record(&[("handed-off-to", Some(asset.to_owned())), ("platform-key-id", Some(hand_off.key_id.clone()))])
+        .await?;
+    Ok(hand_off)
 }
 
 /// SHA-256 of a cluster report without its timestamp: equal fingerprints

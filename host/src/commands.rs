@@ -345,32 +345,22 @@ pub async fn credentials(command: CredentialsCommand) -> Result<(), CommandError
                     .clone()
                     .or(connection.kubeconfig_cluster.clone())
                     .unwrap_or_else(|| "kubernetes".to_owned());
-                let plaintext = crate::aiod::CredentialsPlaintext {
-                    schema: crate::aiod::CREDENTIALS_SCHEMA,
-                    cluster_name: &cluster_name,
-                    cluster_uid: &uid,
-                    api_server_url: &server_url,
-                    certificate_authority_data: connection.ca_pem.as_ref().map(|pem| {
-                        use base64::Engine as _;
-                        base64::engine::general_purpose::STANDARD.encode(pem)
-                    }),
-                    user: &token.user,
-                    token: secrecy::ExposeSecret::expose_secret(&token.token),
-                    issued_at: token.issued_at.to_rfc3339(),
-                    expires_at: token.expires_at.map(|time| time.to_rfc3339()),
-                    access: token.access.to_string(),
+                let cluster = crate::agent::ClusterAccess {
+                    name: &cluster_name,
+                    uid: &uid,
+                    api_server_url: server_url,
+                    ca_pem: connection.ca_pem.as_deref(),
                 };
-                let plaintext = serde_json::to_vec(&plaintext).context("failed to serialise the credentials")?;
-                let previous = credentials.status().await.map_err(anyhow::Error::from)?.platform_key_id;
-                let policy = crate::aiod::KeyPolicy { pinned: kube.platform_key_id.clone(), previous };
-                let hand_off = client.hand_off(&asset, &plaintext, &policy).await?;
-                credentials
-                    .record(&[
-                        ("handed-off-to", Some(asset.clone())),
-                        ("platform-key-id", Some(hand_off.key_id.clone())),
-                    ])
-                    .await
-                    .map_err(anyhow::Error::from)?;
+                let hand_off = crate::agent::hand_off_token(
+                    &client,
+                    &credentials,
+                    &asset,
+                    &token,
+                    &cluster,
+                    kube.platform_key_id.clone(),
+                    None,
+                )
+                .await?;
                 lines.push(format!("handed off: asset {asset}, platform key {}", hand_off.key_id));
             } else if args.write_kubeconfig.is_none() {
                 lines.push(
