@@ -353,3 +353,71 @@ async fn shipped_rbac_grants_everything_the_agent_does() {
     drop(agent);
     mock.shutdown().await;
 }
+
+fn credentials_command(dir: &Path, args: &[&str]) -> std::process::Output {
+    Command::new(env!("CARGO_BIN_EXE_hw-agent"))
+        .arg("credentials")
+        .args(args)
+        .args(["--kubeconfig", &dir.join("kubeconfig").to_string_lossy()])
+        .env_remove("KUBECONFIG")
+        .env_remove("KUBERNETES_SERVICE_HOST")
+        .output()
+        .expect("hw-agent runs")
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn credentials_commands_mint_show_revoke() {
+    use std::os::unix::fs::PermissionsExt as _;
+
+    let fake = FakeCluster::start().await.expect("fake API server");
+    let dir = tempfile::tempdir().expect("temp dir");
+    fake.write_kubeconfig(&dir.path().join("kubeconfig"), "admin-token").expect("kubeconfig");
+    let platform_kubeconfig = dir.path().join("platform.kubeconfig");
+
+    let path = dir.path().to_path_buf();
+    let target = platform_kubeconfig.to_string_lossy().into_owned();
+    let minted = tokio::task::spawn_blocking(move || {
+        credentials_command(
+            &path,
+            &["mint", "--access", "clusterrole:view", "--token-ttl", "1h", "--write-kubeconfig", &target],
+        )
+    })
+    .await
+    .expect("joins");
+    let stdout = String::from_utf8_lossy(&minted.stdout).into_owned();
+    assert!(minted.status.success(), "{stdout}{}", String::from_utf8_lossy(&minted.stderr));
+    let token = fake.issued_tokens().last().expect("a token was issued").token.clone();
+    assert!(!stdout.contains(&token), "mint prints no token: {stdout}");
+    assert!(stdout.contains("access:     clusterrole:view"), "{stdout}");
+    let mode = std::fs::metadata(&platform_kubeconfig).expect("kubeconfig written").permissions().mode();
+    assert_eq!(mode & 0o777, 0o600, "the kubeconfig holds a token, so only its owner may read it");
+    let as_platform =
+        hw_agent::cluster::connect(Some(&platform_kubeconfig)).await.expect("the written kubeconfig works");
+    assert!(as_platform.client.apiserver_version().await.is_ok());
+
+    let path = dir.path().to_path_buf();
+    let shown =
+        tokio::task::spawn_blocking(move || credentials_command(&path, &["show", "--json"])).await.expect("joins");
+    let shown_text = String::from_utf8_lossy(&shown.stdout).into_owned();
+    assert!(shown.status.success(), "{shown_text}");
+    assert!(!shown_text.contains(&token), "show prints no token");
+    let status: Value = serde_json::from_str(&shown_text).expect("json");
+    assert_eq!(status["access"], "clusterrole:view");
+    assert_eq!(status["bindings"][0], "ClusterRoleBinding aiod-platform -> ClusterRole view");
+
+    let path = dir.path().to_path_buf();
+    let revoked =
+        tokio::task::spawn_blocking(move || credentials_command(&path, &["revoke", "--access", "clusterrole:view"]))
+            .await
+            .expect("joins");
+    assert!(revoked.status.success(), "{}", String::from_utf8_lossy(&revoked.stderr));
+    let after = as_platform.client.apiserver_version().await;
+    assert!(matches!(after, Err(kube::Error::Api(ref status)) if status.code == 401), "{after:?}");
+
+    let path = dir.path().to_path_buf();
+    let invalid = tokio::task::spawn_blocking(move || credentials_command(&path, &["mint", "--access", "root"]))
+        .await
+        .expect("joins");
+    assert_eq!(invalid.status.code(), Some(64));
+    assert!(String::from_utf8_lossy(&invalid.stderr).contains("`root` is not an access level"));
+}
