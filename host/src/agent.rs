@@ -44,7 +44,9 @@ pub struct Agent {
     connection: Connection,
     collection: Arc<Collection>,
     node_collector: LoadedNodeCollector,
-    aiod: Option<AiodClient>,
+    /// Connected on the first leader round that needs it: followers never
+    /// talk to AIoD, so an AIoD outage cannot stop node reports.
+    aiod: tokio::sync::Mutex<Option<Arc<AiodClient>>>,
     /// True once this node's report has been published (or found current).
     ready: AtomicBool,
 }
@@ -74,19 +76,15 @@ impl Agent {
         })
         .await
         .context("the collector loading thread panicked")??;
-        let aiod = match settings.aiod.clone() {
-            Some(aiod) => Some(AiodClient::connect(aiod).await?),
-            None => {
-                tracing::warn!("AIoD is not configured: node reports are published, the cluster is not registered");
-                None
-            }
-        };
+        if settings.aiod.is_none() {
+            tracing::warn!("AIoD is not configured: node reports are published, the cluster is not registered");
+        }
         Ok(Arc::new(Self {
             settings,
             connection,
             collection: Arc::new(collection),
             node_collector,
-            aiod,
+            aiod: tokio::sync::Mutex::new(None),
             ready: AtomicBool::new(false),
         }))
     }
@@ -116,7 +114,11 @@ impl Agent {
     async fn node_loop(self: Arc<Self>, mut shutdown: watch::Receiver<bool>) {
         let mut publisher = Publisher::new(self.connection.client.clone(), self.settings.node_name.clone());
         loop {
-            let wait = match self.publish_once(&mut publisher).await {
+            let outcome = tokio::select! {
+                outcome = self.publish_once(&mut publisher) => outcome,
+                _ = shutdown.wait_for(|stop| *stop) => return,
+            };
+            let wait = match outcome {
                 Ok(outcome) => {
                     match outcome {
                         PublishOutcome::Unchanged => tracing::debug!("node report unchanged; nothing written"),
@@ -220,7 +222,8 @@ impl Agent {
             "aggregated the cluster report"
         );
 
-        let Some(aiod) = &self.aiod else { return Ok(self.settings.interval) };
+        let Some(aiod) = self.aiod_client().await? else { return Ok(self.settings.interval) };
+        let aiod = aiod.as_ref();
         let fingerprint = cluster_fingerprint(&condensed)?;
         let current =
             term.registered.as_ref().is_some_and(|(known, at)| *known == fingerprint && at.elapsed() < ASSET_RESYNC);
@@ -237,6 +240,18 @@ impl Agent {
             }
         };
         self.keep_credentials(aiod, term, &asset, &cluster_name, &uid).await
+    }
+
+    /// Returns the AIoD client, connecting (and fetching a token) on first use.
+    async fn aiod_client(&self) -> anyhow::Result<Option<Arc<AiodClient>>> {
+        let Some(settings) = &self.settings.aiod else { return Ok(None) };
+        let mut client = self.aiod.lock().await;
+        if let Some(client) = client.as_ref() {
+            return Ok(Some(Arc::clone(client)));
+        }
+        let connected = Arc::new(AiodClient::connect(settings.clone()).await?);
+        *client = Some(Arc::clone(&connected));
+        Ok(Some(connected))
     }
 
     /// Mints or rotates the token when due, and hands it off when it is new,
@@ -257,8 +272,23 @@ impl Agent {
                 token_ttl: self.settings.kube.token_ttl,
             },
         );
+        // Without a URL the platform can use there is nothing worth minting.
+        let api_server_url = handed_off_server_url(&self.settings.kube.api_server_url, &self.connection)?;
         let now = Utc::now();
-        let due = term.token.as_ref().is_none_or(|token| token.rotate_at().is_some_and(|at| now >= at));
+        let mut due = term.token.as_ref().is_none_or(|token| token.rotate_at().is_some_and(|at| now >= at));
+        if let Some(token) = &term.token
+            && !due
+        {
+            // `hw-agent credentials revoke` or a person may have deleted the
+            // ServiceAccount, which voids the token the platform holds.
+            let status = credentials.status().await?;
+            if status.issued_at.as_deref() != Some(token.issued_at.to_rfc3339().as_str()) {
+                tracing::warn!(
+                    "the platform's ServiceAccount or token was replaced or deleted outside this leader; minting new credentials"
+                );
+                due = true;
+            }
+        }
         if due {
             let token = credentials.mint().await?;
             tracing::info!(
@@ -276,7 +306,7 @@ impl Agent {
             let cluster = ClusterAccess {
                 name: cluster_name,
                 uid: cluster_uid,
-                api_server_url: handed_off_server_url(&self.settings.kube.api_server_url, &self.connection)?,
+                api_server_url: api_server_url.clone(),
                 ca_pem: self.connection.ca_pem.as_deref(),
             };
             let previous = term.handed_off_key.clone();

@@ -517,6 +517,15 @@ pub struct KubeSettings {
     pub platform_key_id: Option<String>,
 }
 
+/// An RFC 1123 subdomain, the form of Node and Pod names: they go into
+/// API paths, so anything else is rejected rather than escaped.
+fn valid_dns_subdomain(name: &str) -> bool {
+    (1..=253).contains(&name.len())
+        && name.bytes().all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-' || b == b'.')
+        && name.starts_with(|c: char| c.is_ascii_alphanumeric())
+        && name.ends_with(|c: char| c.is_ascii_alphanumeric())
+}
+
 /// Kubernetes object names (RFC 1123 labels) for the namespace.
 fn valid_dns_label(name: &str) -> bool {
     (1..=63).contains(&name.len())
@@ -562,6 +571,12 @@ impl KubeArgs {
             access.access.parse().map_err(|message: String| ConfigError(format!("--access {message}")))?;
         let token_ttl =
             parse_duration(&access.token_ttl).map_err(|message| ConfigError(format!("--token-ttl {message}")))?;
+        if token_ttl > Duration::from_secs(u64::from(u32::MAX)) {
+            return Err(ConfigError(format!(
+                "--token-ttl {} is longer than the TokenRequest API's maximum of 4294967295 seconds",
+                access.token_ttl
+            )));
+        }
         if token_ttl < crate::cluster::credentials::MIN_TOKEN_TTL {
             return Err(ConfigError(format!(
                 "--token-ttl {} is shorter than the TokenRequest API's minimum of 10m",
@@ -606,10 +621,18 @@ impl RunCommand {
         let collect = self.collect.settings()?;
         let kube = self.kube.settings(&self.access)?;
         let aiod = self.aiod.settings()?;
-        if self.node_name.trim().is_empty() {
-            return Err(ConfigError(
-                "--node-name is empty; set NODE_NAME from the downward API (fieldRef spec.nodeName)".to_owned(),
-            ));
+        if !valid_dns_subdomain(&self.node_name) {
+            return Err(ConfigError(format!(
+                "--node-name `{}` is not a Node name; set NODE_NAME from the downward API (fieldRef spec.nodeName)",
+                self.node_name
+            )));
+        }
+        if let Some(pod) = &self.pod_name
+            && !valid_dns_subdomain(pod)
+        {
+            return Err(ConfigError(format!(
+                "--pod-name `{pod}` is not a Pod name; set POD_NAME from the downward API (fieldRef metadata.name)"
+            )));
         }
         let interval =
             parse_duration(&self.interval).map_err(|message| ConfigError(format!("--interval {message}")))?;

@@ -203,11 +203,13 @@ pub fn crd() -> Result<(), CommandError> {
 /// `hw-agent run`: the DaemonSet pod, until SIGTERM or Ctrl-C.
 pub async fn run(command: RunCommand) -> Result<(), CommandError> {
     let settings = command.settings()?;
-    let connection = crate::cluster::connect(settings.kube.kubeconfig.as_deref()).await?;
-    if settings.aiod.is_some() {
-        // Fail before anything runs rather than at the first hand-off.
-        crate::agent::handed_off_server_url(&settings.kube.api_server_url, &connection)
-            .map_err(|error| ConfigError(format!("{error:#}")))?;
+    let connection = connect_cluster(settings.kube.kubeconfig.as_deref()).await?;
+    if settings.aiod.is_some()
+        && let Err(error) = crate::agent::handed_off_server_url(&settings.kube.api_server_url, &connection)
+    {
+        // Node reports do not need it, so this is not fatal: the leader
+        // registers the cluster but hands off no credentials.
+        tracing::error!(error = %format!("{error:#}"), "credentials will not be handed off");
     }
     tracing::info!(
         node = %settings.node_name,
@@ -247,6 +249,17 @@ pub async fn run(command: RunCommand) -> Result<(), CommandError> {
     Ok(())
 }
 
+/// Connects to the cluster. The client connects lazily, so every failure
+/// here is in the configuration (no kubeconfig, invalid YAML, no current
+/// context) and exits with status 64.
+async fn connect_cluster(kubeconfig: Option<&Path>) -> Result<crate::cluster::Connection, ConfigError> {
+    crate::cluster::connect(kubeconfig).await.map_err(|error| {
+        let cause = error.root_cause().to_string();
+        let top = error.to_string();
+        if top.contains(&cause) { ConfigError(top) } else { ConfigError(format!("{top}: {cause}")) }
+    })
+}
+
 /// Resolves on SIGTERM (what the kubelet sends) or Ctrl-C.
 async fn wait_for_termination() {
     #[cfg(unix)]
@@ -277,7 +290,7 @@ pub async fn credentials(command: CredentialsCommand) -> Result<(), CommandError
     let (verb, args) = command.action.parts();
     let kube = args.kube.settings(&args.access)?;
     let aiod = args.aiod.settings()?;
-    let connection = crate::cluster::connect(kube.kubeconfig.as_deref()).await?;
+    let connection = connect_cluster(kube.kubeconfig.as_deref()).await?;
     let credentials = Credentials::new(
         connection.client.clone(),
         CredentialSettings {
@@ -309,11 +322,36 @@ pub async fn credentials(command: CredentialsCommand) -> Result<(), CommandError
             write_stdout(&text)?;
         }
         CredentialsVerb::Mint | CredentialsVerb::Rotate => {
+            // Everything that can fail without writing to the cluster is
+            // checked first, so a failed mint leaves no unused token behind.
+            let server_url = crate::agent::handed_off_server_url(&kube.api_server_url, &connection);
+            if (args.write_kubeconfig.is_some() || aiod.is_some())
+                && let Err(error) = &server_url
+            {
+                return Err(ConfigError(format!("{error:#}")).into());
+            }
+            let platform = match aiod {
+                Some(aiod) => {
+                    let (uid, _) =
+                        crate::cluster::cluster_identity(&connection.client).await.map_err(anyhow::Error::from)?;
+                    let client = AiodClient::connect(aiod).await?;
+                    let asset = client.find(&uid).await?.with_context(|| {
+                        format!(
+                            "the cluster (kube-system UID {uid}) is not registered on platform `{}` yet; run the \
+                             agent's DaemonSet, whose leader registers it, then hand off again",
+                            client.settings().platform
+                        )
+                    })?;
+                    Some((uid, client, asset))
+                }
+                None => None,
+            };
+
             let token = credentials.mint().await.map_err(anyhow::Error::from)?;
             let mut lines = vec![
                 format!("user:       {}", token.user),
                 format!("access:     {}", token.access),
-                format!("method:     {:?}", token.method),
+                format!("method:     {}", token.method.as_str()),
                 format!(
                     "expires at: {}",
                     token
@@ -322,24 +360,11 @@ pub async fn credentials(command: CredentialsCommand) -> Result<(), CommandError
                         .unwrap_or_else(|| "never (legacy Secret)".to_owned())
                 ),
             ];
-            let server_url = crate::agent::handed_off_server_url(&kube.api_server_url, &connection);
-            if let Some(path) = &args.write_kubeconfig {
-                let server_url = server_url.as_ref().map_err(|error| anyhow::anyhow!("{error:#}"))?;
+            if let (Some(path), Ok(server_url)) = (&args.write_kubeconfig, &server_url) {
                 write_kubeconfig(path, server_url, connection.ca_pem.as_deref(), &token)?;
                 lines.push(format!("kubeconfig: {} (mode 0600; it holds the token)", path.display()));
             }
-            if let Some(aiod) = aiod {
-                let server_url = server_url.map_err(|error| anyhow::anyhow!("{error:#}"))?;
-                let (uid, _) =
-                    crate::cluster::cluster_identity(&connection.client).await.map_err(anyhow::Error::from)?;
-                let client = AiodClient::connect(aiod).await?;
-                let asset = client.find(&uid).await?.with_context(|| {
-                    format!(
-                        "the cluster (kube-system UID {uid}) is not registered on platform `{}` yet; run the agent's \
-                         DaemonSet, whose leader registers it, then hand off again",
-                        client.settings().platform
-                    )
-                })?;
+            if let (Some((uid, client, asset)), Ok(server_url)) = (platform, server_url) {
                 let cluster_name = kube
                     .cluster_name
                     .clone()

@@ -126,6 +126,14 @@ async fn node_report_is_written_only_when_it_changes() {
     let _ = connection_delete(&connection, "node-1").await;
     assert_eq!(publisher.publish(&changed).await.expect("fourth publish"), PublishOutcome::Created);
     assert!(fake.object(REPORT_PATH).is_some());
+
+    // The Node is deleted and its report with it: the pod must not bring
+    // the report back with the old Node's UID.
+    fake.remove_node("node-1");
+    let _ = connection_delete(&connection, "node-1").await;
+    let error = publisher.publish(&changed).await.expect_err("the Node is gone");
+    assert!(matches!(error, PublishError::NoSuchNode(_)), "{error}");
+    assert!(fake.object(REPORT_PATH).is_none());
 }
 
 async fn connection_delete(connection: &Connection, name: &str) -> Result<(), kube::Error> {
@@ -153,7 +161,7 @@ async fn denied_patch_names_the_rule_to_add() {
     let report = tokio::task::spawn_blocking(|| fixture_report("arm64-ampere-altra")).await.expect("collects");
     let error = Publisher::new(connection.client.clone(), "node-1").publish(&report).await.expect_err("denied");
     let text = error.to_string();
-    assert!(text.contains("denied `patch nodehardwarereports.hw-agent.aiod.eu `node-1``"), "{text}");
+    assert!(text.contains("denied patch nodehardwarereports.hw-agent.aiod.eu `node-1`:"), "{text}");
     assert!(
         text.contains(r#"{apiGroups: ["hw-agent.aiod.eu"], resources: ["nodehardwarereports"], verbs: ["patch"]}"#),
         "{text}"
@@ -448,4 +456,85 @@ fn plugin_importing_the_cluster_interface_is_rejected() {
         "{error}"
     );
     assert!(report.cpu.is_some(), "the other collectors' facts are still reported");
+}
+
+/// A TCP relay that can stop forwarding while keeping connections open:
+/// an API server that accepts requests and never answers.
+async fn stalling_proxy(target: String) -> (String, std::sync::Arc<std::sync::atomic::AtomicBool>) {
+    use std::sync::atomic::{AtomicBool, Ordering};
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("bind");
+    let address = listener.local_addr().expect("address");
+    let stalled = std::sync::Arc::new(AtomicBool::new(false));
+    let flag = std::sync::Arc::clone(&stalled);
+    tokio::spawn(async move {
+        while let Ok((client, _)) = listener.accept().await {
+            let target = target.clone();
+            let flag = std::sync::Arc::clone(&flag);
+            tokio::spawn(async move {
+                let Ok(server) = tokio::net::TcpStream::connect(&target).await else { return };
+                let (client_read, client_write) = client.into_split();
+                let (server_read, server_write) = server.into_split();
+                let relay = |mut from: tokio::net::tcp::OwnedReadHalf,
+                             mut to: tokio::net::tcp::OwnedWriteHalf,
+                             flag: std::sync::Arc<AtomicBool>| async move {
+                    use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
+                    let mut buffer = vec![0u8; 16 * 1024];
+                    loop {
+                        let Ok(read) = from.read(&mut buffer).await else { return };
+                        if read == 0 {
+                            return;
+                        }
+                        while flag.load(Ordering::Relaxed) {
+                            tokio::time::sleep(Duration::from_millis(20)).await;
+                        }
+                        if to.write_all(&buffer[..read]).await.is_err() {
+                            return;
+                        }
+                    }
+                };
+                let upstream = relay(client_read, server_write, std::sync::Arc::clone(&flag));
+                let downstream = relay(server_read, client_write, flag);
+                let _ = tokio::join!(upstream, downstream);
+            });
+        }
+    });
+    (address.to_string(), stalled)
+}
+
+#[tokio::test]
+async fn stalled_leader_steps_down() {
+    let (fake, _connection, dir) = cluster().await;
+    let upstream = fake.url().trim_start_matches("https://").to_owned();
+    let (proxy, stalled) = stalling_proxy(upstream.clone()).await;
+    // The kubeconfig names 127.0.0.1, which the certificate covers, at the proxy's port.
+    let text = std::fs::read_to_string(dir.path().join("kubeconfig")).expect("kubeconfig");
+    let port = proxy.rsplit(':').next().expect("port");
+    let upstream_port = upstream.rsplit(':').next().expect("port");
+    std::fs::write(dir.path().join("proxied"), text.replace(&format!(":{upstream_port}"), &format!(":{port}")))
+        .expect("write");
+    let proxied = connect(Some(&dir.path().join("proxied"))).await.expect("client through the proxy");
+
+    let candidate = elector(&proxied, "pod-a", 2);
+    let (leading_tx, mut leading_rx) = tokio::sync::watch::channel(false);
+    let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
+    let task = tokio::spawn(candidate.run(leading_tx, stop_rx));
+    tokio::time::timeout(Duration::from_secs(10), leading_rx.wait_for(|leader| *leader))
+        .await
+        .expect("becomes leader in time")
+        .expect("channel open");
+
+    stalled.store(true, std::sync::atomic::Ordering::Relaxed);
+    let stalled_at = std::time::Instant::now();
+    tokio::time::timeout(Duration::from_secs(10), leading_rx.wait_for(|leader| !*leader))
+        .await
+        .expect("a leader whose API server stalls steps down")
+        .expect("channel open");
+    // It must step down before the 2 s lease can pass to another pod.
+    assert!(stalled_at.elapsed() < Duration::from_secs(4), "stepped down after {:?}", stalled_at.elapsed());
+
+    stop_tx.send(true).expect("stop");
+    tokio::time::timeout(Duration::from_secs(10), task)
+        .await
+        .expect("the election ends despite the stall")
+        .expect("joins");
 }

@@ -190,6 +190,35 @@ async fn leader_registers_the_cluster_and_hands_off_the_issued_token() {
     .await;
     assert_eq!(published["spec"]["report"]["cpu"]["sockets"], 2);
 
+    // Someone revokes the credentials by hand: the leader notices at its
+    // next round and gives the platform a working token again.
+    let tokens_before = fake.issued_tokens().len();
+    let admin = hw_agent::cluster::connect(Some(&dir.path().join("kubeconfig"))).await.expect("admin client");
+    let revoked = hw_agent::cluster::credentials::Credentials::new(
+        admin.client.clone(),
+        hw_agent::cluster::credentials::CredentialSettings {
+            namespace: "aiod-hw-agent".to_owned(),
+            access: hw_agent::cluster::credentials::Access::ClusterAdmin,
+            token_ttl: Duration::from_secs(7_200),
+        },
+    )
+    .revoke()
+    .await
+    .expect("revoke");
+    assert!(revoked.contains(&"ServiceAccount aiod-hw-agent/aiod-platform".to_owned()), "{revoked:?}");
+    let fresh = wait_for(&agent, "a new token after revoke", Duration::from_secs(60), async || {
+        let issued = fake.issued_tokens();
+        let newest = issued.last()?.token.clone();
+        let stored = aiod_mock::credentials::open_stored(state.path(), &identifier).ok()?;
+        let stored: Value = serde_json::from_slice(&stored).ok()?;
+        (issued.len() > tokens_before && stored["token"] == newest.as_str()).then_some(newest)
+    })
+    .await;
+    assert_ne!(fresh, last.token, "the revoked token is not handed off again");
+    let credentials: Value =
+        serde_json::from_slice(&aiod_mock::credentials::open_stored(state.path(), &identifier).expect("opens"))
+            .expect("json");
+
     // The platform rotates its key: the leader notices at its next round
     // and seals the credentials again, to the new key.
     let address = mock.addr.to_string();
@@ -375,6 +404,11 @@ async fn credentials_commands_mint_show_revoke() {
     let platform_kubeconfig = dir.path().join("platform.kubeconfig");
 
     let path = dir.path().to_path_buf();
+    let nothing = tokio::task::spawn_blocking(move || credentials_command(&path, &["revoke"])).await.expect("joins");
+    assert!(nothing.status.success());
+    assert!(String::from_utf8_lossy(&nothing.stdout).contains("nothing to revoke"), "{nothing:?}");
+
+    let path = dir.path().to_path_buf();
     let target = platform_kubeconfig.to_string_lossy().into_owned();
     let minted = tokio::task::spawn_blocking(move || {
         credentials_command(
@@ -420,4 +454,25 @@ async fn credentials_commands_mint_show_revoke() {
         .expect("joins");
     assert_eq!(invalid.status.code(), Some(64));
     assert!(String::from_utf8_lossy(&invalid.stderr).contains("`root` is not an access level"));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn aiod_outage_does_not_stop_node_reports() {
+    let fake = FakeCluster::start().await.expect("fake API server");
+    let dir = tempfile::tempdir().expect("temp dir");
+    fake.write_kubeconfig(&dir.path().join("kubeconfig"), "admin-token").expect("kubeconfig");
+    fake.add_node(node("gpu-001", 8));
+    let state = tempfile::tempdir().expect("state dir");
+    // A mock that is gone: its address refuses connections.
+    let mock = start_mock(state.path(), "127.0.0.1:0").await;
+    let cache = tempfile::tempdir().expect("cache");
+    let agent = start_agent(dir.path(), &mock, "gpu-001", cache.path());
+    mock.shutdown().await;
+    let published = wait_for(&agent, "the node report", Duration::from_secs(60), async || {
+        fake.object("/apis/hw-agent.aiod.eu/v1alpha1/nodehardwarereports/gpu-001")
+    })
+    .await;
+    assert_eq!(published["spec"]["nodeName"], "gpu-001");
+    let mut agent = agent;
+    assert!(agent.0.try_wait().expect("wait").is_none(), "the agent keeps running; log:\n{}", agent.log());
 }

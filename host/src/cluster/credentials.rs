@@ -60,9 +60,7 @@ impl std::str::FromStr for Access {
         };
         match text.split_once(':') {
             None if text == "cluster-admin" => Ok(Access::ClusterAdmin),
-            Some(("namespace", name)) if valid_name(name) && !name.contains(':') => {
-                Ok(Access::Namespace(name.to_owned()))
-            }
+            Some(("namespace", name)) if is_dns_label(name) => Ok(Access::Namespace(name.to_owned())),
             Some(("clusterrole", name)) if valid_name(name) => Ok(Access::ClusterRole(name.to_owned())),
             _ => Err(format!(
                 "`{text}` is not an access level; use `cluster-admin`, `namespace:NAME` or `clusterrole:NAME`"
@@ -100,7 +98,7 @@ pub enum TokenMethod {
 }
 
 impl TokenMethod {
-    fn as_str(self) -> &'static str {
+    pub fn as_str(self) -> &'static str {
         match self {
             TokenMethod::TokenRequest => "token-request",
             TokenMethod::LegacySecret => "legacy-secret",
@@ -198,6 +196,8 @@ impl Credentials {
             ("token-method", Some(token.method.as_str().to_owned())),
             ("token-issued-at", Some(token.issued_at.to_rfc3339())),
             ("token-expires-at", token.expires_at.map(|time| time.to_rfc3339())),
+            // A new token has not been handed off yet.
+            ("handed-off-to", None),
         ])
         .await?;
         Ok(token)
@@ -309,8 +309,9 @@ impl Credentials {
         Ok(())
     }
 
-    async fn delete_binding(&self, access: &Access) -> Result<(), KubeError> {
-        match access {
+    /// Deletes the binding of `access`; returns false when there was none.
+    async fn delete_binding(&self, access: &Access) -> Result<bool, KubeError> {
+        let deleted = match access {
             Access::Namespace(namespace) => {
                 let api: Api<RoleBinding> = Api::namespaced(self.client.clone(), namespace);
                 let action = Action::namespaced(
@@ -320,7 +321,7 @@ impl Credentials {
                     namespace,
                     Some(PLATFORM_ACCOUNT),
                 );
-                call_optional(action, api.delete(PLATFORM_ACCOUNT, &DeleteParams::default())).await?;
+                call_optional(action, api.delete(PLATFORM_ACCOUNT, &DeleteParams::default())).await?.is_some()
             }
             Access::ClusterAdmin | Access::ClusterRole(_) => {
                 let api: Api<ClusterRoleBinding> = Api::all(self.client.clone());
@@ -330,10 +331,10 @@ impl Credentials {
                     "clusterrolebindings",
                     Some(PLATFORM_ACCOUNT),
                 );
-                call_optional(action, api.delete(PLATFORM_ACCOUNT, &DeleteParams::default())).await?;
+                call_optional(action, api.delete(PLATFORM_ACCOUNT, &DeleteParams::default())).await?.is_some()
             }
-        }
-        Ok(())
+        };
+        Ok(deleted)
     }
 
     /// Asks the TokenRequest API for a token. `Ok(None)` when the API does
@@ -523,7 +524,9 @@ impl Credentials {
             accesses.push(recorded);
         }
         for access in &accesses {
-            self.delete_binding(access).await?;
+            if !self.delete_binding(access).await? {
+                continue;
+            }
             deleted.push(match access {
                 Access::Namespace(namespace) => format!("RoleBinding {namespace}/{PLATFORM_ACCOUNT}"),
                 _ => format!("ClusterRoleBinding {PLATFORM_ACCOUNT}"),
@@ -539,9 +542,19 @@ impl Credentials {
         if call_optional(action, self.accounts().delete(PLATFORM_ACCOUNT, &DeleteParams::default())).await?.is_some() {
             deleted.push(format!("ServiceAccount {}/{PLATFORM_ACCOUNT}", self.namespace()));
         }
-        tracing::info!(deleted = %deleted.join(", "), "revoked the platform's credentials");
+        if !deleted.is_empty() {
+            tracing::info!(deleted = %deleted.join(", "), "revoked the platform's credentials");
+        }
         Ok(deleted)
     }
+}
+
+/// An RFC 1123 label, the form of a namespace name.
+fn is_dns_label(name: &str) -> bool {
+    (1..=63).contains(&name.len())
+        && name.bytes().all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-')
+        && !name.starts_with('-')
+        && !name.ends_with('-')
 }
 
 fn managed_labels() -> BTreeMap<String, String> {
@@ -583,7 +596,7 @@ mod tests {
         assert_eq!("cluster-admin".parse::<Access>(), Ok(Access::ClusterAdmin));
         assert_eq!("namespace:ml-jobs".parse::<Access>(), Ok(Access::Namespace("ml-jobs".to_owned())));
         assert_eq!("clusterrole:view".parse::<Access>(), Ok(Access::ClusterRole("view".to_owned())));
-        for bad in ["admin", "namespace:", "namespace:Bad", "clusterrole:", "team:x"] {
+        for bad in ["admin", "namespace:", "namespace:Bad", "namespace:a.b", "clusterrole:", "team:x"] {
             let error = bad.parse::<Access>().expect_err(bad);
             assert!(error.contains(bad) && error.contains("namespace:NAME"), "{error}");
         }

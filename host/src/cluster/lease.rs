@@ -190,7 +190,16 @@ impl LeaderElector {
         let mut last_renewal: Option<Instant> = None;
         loop {
             let was_leader = *leading.borrow();
-            let outcome = self.try_acquire_or_renew().await;
+            // A request that hangs (an API server that accepts but never
+            // answers) must count as a failed renewal, or a stalled leader
+            // would go on leading beside its successor.
+            let outcome = match tokio::time::timeout(self.timing.renew_deadline, self.try_acquire_or_renew()).await {
+                Ok(outcome) => outcome,
+                Err(_) => Err(KubeError::Unreachable {
+                    action: self.action("update"),
+                    message: format!("no answer within {} ms", self.timing.renew_deadline.as_millis()),
+                }),
+            };
             let leader_now = match outcome {
                 Ok(true) => {
                     last_renewal = Some(Instant::now());
@@ -222,8 +231,10 @@ impl LeaderElector {
         }
         if *leading.borrow() {
             let _ = leading.send(false);
-            if let Err(error) = self.release().await {
-                tracing::warn!(error = %error, "failed to release the lease on shutdown");
+            match tokio::time::timeout(self.timing.renew_deadline, self.release()).await {
+                Ok(Ok(())) => tracing::info!(lease = %self.name, "released the lease"),
+                Ok(Err(error)) => tracing::warn!(error = %error, "failed to release the lease on shutdown"),
+                Err(_) => tracing::warn!("the API server did not answer the lease release; it expires on its own"),
             }
         }
     }

@@ -22,6 +22,10 @@ use anyhow::Context as _;
 use base64::Engine as _;
 use kube::config::{KubeConfigOptions, Kubeconfig};
 
+const CONNECT_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(10);
+/// The agent makes no watch or long-running request, so no answer takes long.
+const READ_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(30);
+
 /// The field manager of every write, so `kubectl get --show-managed-fields`
 /// shows which fields the agent owns.
 pub const FIELD_MANAGER: &str = "hw-agent";
@@ -79,6 +83,12 @@ pub async fn connect(kubeconfig: Option<&Path>) -> anyhow::Result<Connection> {
         (config, cluster, false)
     };
 
+    let mut config = config;
+    // Bound every request: without a read timeout a request to an API
+    // server that accepts connections but never answers waits forever.
+    config.connect_timeout = Some(CONNECT_TIMEOUT);
+    config.read_timeout = Some(READ_TIMEOUT);
+    config.write_timeout = Some(READ_TIMEOUT);
     let server_url = config.cluster_url.to_string().trim_end_matches('/').to_owned();
     let ca_pem =
         config.root_cert.as_ref().map(|certificates| certificates.iter().map(|der| pem_certificate(der)).collect());
@@ -159,14 +169,14 @@ impl fmt::Display for Action {
 pub enum KubeError {
     /// RBAC denied the request; the message carries the rule to add.
     #[error(
-        "the Kubernetes API server denied `{action}`: {message}; add the rule {rule} to the agent's {role} \
+        "the Kubernetes API server denied {action}: {message}; add the rule {rule} to the agent's {role} \
          (docker/kubernetes/rbac.yaml)",
         rule = action.rule(),
-        role = if action.namespace.is_some() { "Role in that namespace" } else { "ClusterRole" }
+        role = if action.namespace.is_some() { "ClusterRole, or to a Role in that namespace" } else { "ClusterRole" }
     )]
     Forbidden { action: Action, message: String },
     /// The API server could not be reached or did not answer.
-    #[error("cannot reach the Kubernetes API server to {action}: {message}; check --kubeconfig and the network")]
+    #[error("cannot reach the Kubernetes API server (to {action}): {message}; check --kubeconfig and the network")]
     Unreachable { action: Action, message: String },
     /// Any other answer: not found, conflict, invalid, server error.
     #[error("failed to {action}: HTTP {code} {reason}: {message}")]

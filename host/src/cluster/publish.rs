@@ -65,6 +65,12 @@ impl Publisher {
         if existing.as_ref().is_some_and(|object| object.spec.fingerprint == fingerprint) {
             return Ok(PublishOutcome::Unchanged);
         }
+        if existing.is_none() {
+            // The report is new or was deleted, perhaps with its Node (the
+            // leader or the garbage collector removes reports of deleted
+            // Nodes): read the Node again rather than trust a cached UID.
+            self.node_uid = None;
+        }
 
         let owner = self.owner().await?;
         let object = NodeHardwareReport {
