@@ -167,9 +167,8 @@ async fn run_demo(
     anyhow::ensure!(stored == report, "the asset read back does not carry the latest report");
 
     println!(
-        "Registered this machine on an embedded AIoD mock at {} (TLS, CA {}).",
-        mock.base_url(),
-        mock.ca_path.display()
+        "Registered this machine on an embedded AIoD mock at {} (TLS with a temporary CA, removed on exit).",
+        mock.base_url()
     );
     println!("identifier:  {}", first.identifier);
     println!("platform:    {} / {}", asset_str(&asset, "platform"), asset_str(&asset, "platform_resource_identifier"));

@@ -65,14 +65,22 @@ fn main() -> ExitCode {
 const COMPILER_TARGETS: &[&str] =
     &["cranelift_codegen", "cranelift_frontend", "cranelift_entity", "wasmtime_internal_cranelift", "regalloc2"];
 
+/// kube-rs logs every failed request at ERROR without the request; the
+/// agent reports the same failure with the action and the fix.
+const KUBE_REQUEST_LOG: &str = "kube_client::client::builder";
+
 /// Caps the compiler crates at `warn` unless the filter names them, so
-/// `--log trace` shows the agent's own work instead of Cranelift internals.
+/// `--log trace` shows the agent's own work instead of Cranelift internals,
+/// and silences kube-rs's duplicate request errors.
 fn log_directives(filter: &str) -> String {
     let mut directives = filter.to_owned();
     for target in COMPILER_TARGETS {
         if !filter.contains(target) {
             directives.push_str(&format!(",{target}=warn"));
         }
+    }
+    if !filter.contains(KUBE_REQUEST_LOG) {
+        directives.push_str(&format!(",{KUBE_REQUEST_LOG}=off"));
     }
     directives
 }

@@ -229,6 +229,15 @@ pub struct HandOff {
 /// changed after the hand-off.
 pub fn open_stored(state_dir: &Path, asset_identifier: &str) -> anyhow::Result<Vec<u8>> {
     require_state_dir(state_dir)?;
+    // Opening the database would create it; a directory without one holds
+    // no hand-off, and reading must not change it.
+    if !state_dir.join(crate::persist::DATABASE_FILE).is_file() {
+        bail!(
+            "{} holds no aiod-mock database, so no credentials were handed off there; pass the --state-dir that \
+             `aiod-mock serve` uses",
+            state_dir.display()
+        );
+    }
     let mut database = Database::open(state_dir)?;
     let Some(hand_off) = database.load_hand_off(asset_identifier)? else {
         bail!(
@@ -255,10 +264,8 @@ fn require_state_dir(state_dir: &Path) -> anyhow::Result<()> {
     if state_dir.is_dir() {
         return Ok(());
     }
-    bail!(
-        "the state directory {} does not exist; pass the --state-dir that `aiod-mock serve` uses",
-        state_dir.display()
-    )
+    let problem = if state_dir.exists() { "is not a directory" } else { "does not exist" };
+    bail!("the state directory {} {problem}; pass the --state-dir that `aiod-mock serve` uses", state_dir.display())
 }
 
 fn key_path(state_dir: &Path) -> PathBuf {

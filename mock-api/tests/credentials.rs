@@ -744,6 +744,13 @@ async fn show_errors_name_the_fix() {
             assert!(stderr.contains("does not exist"), "{args:?}: {stderr}");
         }
 
+        // Reading an empty directory reports it and leaves it empty.
+        let empty = tempfile::tempdir().expect("empty dir");
+        let output = run_credentials_command(&["show", "comp_x"], empty.path()).await;
+        assert!(!output.status.success());
+        assert!(text(&output.stderr).contains("holds no aiod-mock database"), "{}", text(&output.stderr));
+        assert_eq!(std::fs::read_dir(empty.path()).expect("read dir").count(), 0, "show created files");
+
         let harness = Harness::start().await;
         let output = run_credentials_command(&["show", "comp_nothing"], harness.state_dir()).await;
         assert!(!output.status.success());
