@@ -243,22 +243,79 @@ pub enum CredentialsAction {
     /// Create the platform's ServiceAccount and binding and issue a token; hand it off when AIoD is configured.
     Mint(CredentialsArgs),
     /// Show the ServiceAccount, binding, token expiry and last hand-off (never the token).
-    Show(CredentialsArgs),
+    Show(ShowCredentialsArgs),
     /// Issue a new token and hand it off; the old one stays valid until it expires.
     Rotate(CredentialsArgs),
     /// Delete what `mint` created; every token of the ServiceAccount stops working.
-    Revoke(CredentialsArgs),
+    Revoke(RevokeCredentialsArgs),
+}
+
+/// One `credentials` subcommand with its options, in a common shape.
+#[derive(Debug)]
+pub struct CredentialsRequest<'a> {
+    pub verb: CredentialsVerb,
+    pub kube: &'a KubeArgs,
+    pub access: AccessArgs,
+    pub aiod: Option<&'a AiodArgs>,
+    pub write_kubeconfig: Option<&'a std::path::Path>,
+    pub json: bool,
 }
 
 impl CredentialsAction {
-    pub fn parts(&self) -> (CredentialsVerb, &CredentialsArgs) {
+    pub fn request(&self) -> CredentialsRequest<'_> {
+        let default_access =
+            || AccessArgs { access: "cluster-admin".to_owned(), token_ttl: "24h".to_owned(), platform_key_id: None };
         match self {
-            CredentialsAction::Mint(args) => (CredentialsVerb::Mint, args),
-            CredentialsAction::Show(args) => (CredentialsVerb::Show, args),
-            CredentialsAction::Rotate(args) => (CredentialsVerb::Rotate, args),
-            CredentialsAction::Revoke(args) => (CredentialsVerb::Revoke, args),
+            CredentialsAction::Mint(args) | CredentialsAction::Rotate(args) => CredentialsRequest {
+                verb: if matches!(self, CredentialsAction::Mint(_)) {
+                    CredentialsVerb::Mint
+                } else {
+                    CredentialsVerb::Rotate
+                },
+                kube: &args.kube,
+                access: args.access.clone(),
+                aiod: Some(&args.aiod),
+                write_kubeconfig: args.write_kubeconfig.as_deref(),
+                json: false,
+            },
+            CredentialsAction::Show(args) => CredentialsRequest {
+                verb: CredentialsVerb::Show,
+                kube: &args.kube,
+                access: default_access(),
+                aiod: None,
+                write_kubeconfig: None,
+                json: args.json,
+            },
+            CredentialsAction::Revoke(args) => CredentialsRequest {
+                verb: CredentialsVerb::Revoke,
+                kube: &args.kube,
+                access: AccessArgs { access: args.access.clone(), ..default_access() },
+                aiod: None,
+                write_kubeconfig: None,
+                json: false,
+            },
         }
     }
+}
+
+#[derive(Debug, Args)]
+pub struct ShowCredentialsArgs {
+    #[command(flatten)]
+    pub kube: KubeArgs,
+
+    /// Print JSON instead of text.
+    #[arg(long)]
+    pub json: bool,
+}
+
+#[derive(Debug, Args)]
+pub struct RevokeCredentialsArgs {
+    #[command(flatten)]
+    pub kube: KubeArgs,
+
+    /// Access whose binding is deleted, besides the one recorded on the ServiceAccount.
+    #[arg(long, env = "HW_AGENT_PLATFORM_ACCESS", default_value = "cluster-admin")]
+    pub access: String,
 }
 
 #[derive(Debug, Args)]
@@ -275,10 +332,6 @@ pub struct CredentialsArgs {
     /// Also write a kubeconfig with the new token to this file (mode 0600), for a manual hand-off.
     #[arg(long)]
     pub write_kubeconfig: Option<PathBuf>,
-
-    /// Print JSON instead of text.
-    #[arg(long)]
-    pub json: bool,
 }
 
 #[derive(Debug, Args)]

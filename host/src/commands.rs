@@ -286,9 +286,12 @@ async fn wait_for_termination() {
 pub async fn credentials(command: CredentialsCommand) -> Result<(), CommandError> {
     use crate::cluster::credentials::{CredentialSettings, Credentials};
 
-    let (verb, args) = command.action.parts();
-    let kube = args.kube.settings(&args.access)?;
-    let aiod = args.aiod.settings()?;
+    let request = command.action.request();
+    let kube = request.kube.settings(&request.access)?;
+    let aiod = match request.aiod {
+        Some(aiod) => aiod.settings()?,
+        None => None,
+    };
     let connection = connect_cluster(kube.kubeconfig.as_deref()).await?;
     let credentials = Credentials::new(
         connection.client.clone(),
@@ -298,10 +301,10 @@ pub async fn credentials(command: CredentialsCommand) -> Result<(), CommandError
             token_ttl: kube.token_ttl,
         },
     );
-    match verb {
+    match request.verb {
         CredentialsVerb::Show => {
             let status = credentials.status().await.map_err(anyhow::Error::from)?;
-            let text = if args.json {
+            let text = if request.json {
                 serde_json::to_string_pretty(&status).context("failed to serialise the status")? + "\n"
             } else {
                 credential_status_text(&status)
@@ -324,7 +327,7 @@ pub async fn credentials(command: CredentialsCommand) -> Result<(), CommandError
             // Everything that can fail without writing to the cluster is
             // checked first, so a failed mint leaves no unused token behind.
             let server_url = crate::agent::handed_off_server_url(&kube.api_server_url, &connection);
-            if (args.write_kubeconfig.is_some() || aiod.is_some())
+            if (request.write_kubeconfig.is_some() || aiod.is_some())
                 && let Err(error) = &server_url
             {
                 return Err(ConfigError(format!("{error:#}")).into());
@@ -359,7 +362,7 @@ pub async fn credentials(command: CredentialsCommand) -> Result<(), CommandError
                         .unwrap_or_else(|| "never (legacy Secret)".to_owned())
                 ),
             ];
-            if let (Some(path), Ok(server_url)) = (&args.write_kubeconfig, &server_url) {
+            if let (Some(path), Ok(server_url)) = (request.write_kubeconfig, &server_url) {
                 write_kubeconfig(path, server_url, connection.ca_pem.as_deref(), &token)?;
                 lines.push(format!("kubeconfig: {} (mode 0600; it holds the token)", path.display()));
             }
@@ -386,7 +389,7 @@ pub async fn credentials(command: CredentialsCommand) -> Result<(), CommandError
                 )
                 .await?;
                 lines.push(format!("handed off: asset {asset}, platform key {}", hand_off.key_id));
-            } else if args.write_kubeconfig.is_none() {
+            } else if request.write_kubeconfig.is_none() {
                 lines.push(
                     "not handed off: AIoD is not configured (--api-url ...) and no --write-kubeconfig was given"
                         .to_owned(),

@@ -110,7 +110,16 @@ fn main() -> ExitCode {
         .with_writer(std::io::stderr)
         .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
         .init();
-    match Cli::parse().command {
+    // Usage errors exit 64 (EX_USAGE), like hw-agent's, rather than clap's 2.
+    let cli = match Cli::try_parse() {
+        Ok(cli) => cli,
+        Err(error) => {
+            let usage_error = error.use_stderr();
+            let _ = error.print();
+            return if usage_error { ExitCode::from(64) } else { ExitCode::SUCCESS };
+        }
+    };
+    match cli.command {
         Command::Serve(args) => serve(args),
         Command::Credentials(command) => credentials(command),
     }
