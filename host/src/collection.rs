@@ -40,6 +40,7 @@ impl Collection {
     /// report; it does not stop the others. A plugin whose `info` name equals
     /// a built-in's replaces that built-in.
     pub fn load(settings: &CollectSettings) -> anyhow::Result<Self> {
+        crate::sources::remove_stale_staging();
         let root = HostRoot::new(&settings.host_root)?;
         let runtime = Runtime::new(settings.limits, ComponentCache::new(settings.cache_dir.clone()))?;
 

@@ -40,6 +40,40 @@ const PROC_FILE_MAX_BYTES: u64 = 4 << 20;
 /// os-release(5) locations, in the order the specification gives.
 const OS_RELEASE: &[&str] = &["etc/os-release", "usr/lib/os-release"];
 
+/// Name prefix of the per-collection staging directories in the temp dir.
+const STAGING_PREFIX: &str = "hw-agent-grants-";
+
+/// Age after which a staging directory is certainly left over: one exists
+/// only for a single collection, which the run-time limit bounds to minutes.
+const STALE_STAGING_AGE: std::time::Duration = std::time::Duration::from_secs(3_600);
+
+/// Removes staging directories that an agent killed with SIGKILL left in the
+/// temp dir. In a pod that dir is an emptyDir that outlives restarts, so
+/// without this the leftovers would pile up until it is full.
+pub fn remove_stale_staging() {
+    remove_stale_staging_in(&std::env::temp_dir(), STALE_STAGING_AGE);
+}
+
+fn remove_stale_staging_in(temp_dir: &Path, max_age: std::time::Duration) {
+    let Ok(entries) = fs::read_dir(temp_dir) else { return };
+    for entry in entries.flatten() {
+        let stale = entry.file_name().to_string_lossy().starts_with(STAGING_PREFIX)
+            && entry.file_type().is_ok_and(|kind| kind.is_dir())
+            && entry
+                .metadata()
+                .and_then(|metadata| metadata.modified())
+                .is_ok_and(|modified| modified.elapsed().is_ok_and(|age| age > max_age));
+        if stale {
+            match fs::remove_dir_all(entry.path()) {
+                Ok(()) => tracing::debug!(path = %entry.path().display(), "removed a stale staging directory"),
+                Err(error) => {
+                    tracing::debug!(path = %entry.path().display(), %error, "failed to remove a stale staging directory")
+                }
+            }
+        }
+    }
+}
+
 /// How many symlinks to follow when resolving a path inside the host root.
 const MAX_SYMLINK_HOPS: usize = 16;
 
@@ -94,7 +128,7 @@ impl HostRoot {
         // the /proc snapshot and os-release, so neither all of /proc nor all
         // of /etc is exposed.
         let staging = tempfile::Builder::new()
-            .prefix("hw-agent-grants-")
+            .prefix(STAGING_PREFIX)
             .tempdir()
             .context("failed to create the staging directory for /proc and /etc")?;
         let proc_dir = staging.path().join("proc");
@@ -204,6 +238,21 @@ fn normalize(path: &Path) -> Option<PathBuf> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn stale_staging_directories_are_removed() {
+        let temp = tempfile::tempdir().expect("temp dir");
+        let stale = temp.path().join(format!("{STAGING_PREFIX}old"));
+        let other = temp.path().join("someone-else");
+        fs::create_dir_all(stale.join("proc")).expect("create");
+        fs::create_dir_all(&other).expect("create");
+        remove_stale_staging_in(temp.path(), std::time::Duration::from_secs(3_600));
+        assert!(stale.exists(), "a fresh staging directory may belong to a running collection");
+        std::thread::sleep(std::time::Duration::from_millis(20));
+        remove_stale_staging_in(temp.path(), std::time::Duration::from_millis(10));
+        assert!(!stale.exists(), "an old staging directory is removed");
+        assert!(other.exists(), "other directories are left alone");
+    }
 
     #[test]
     fn absolute_symlink_resolves_inside_root() {
