@@ -237,6 +237,20 @@ pub(super) fn delete(state: &State, caller: &Caller, identifier: &str) -> Reply 
 
 /// Returns whether the caller may write the asset: its creator, holders of
 /// the update role, and connectors of the asset's platform may.
+/// Finds a live asset the caller may edit, or the reply that says why not:
+/// the 404 of a missing or deleted asset, or the 403 of the asset routes.
+pub(super) fn editable_asset<'a>(
+    catalogue: &'a Catalogue,
+    caller: &Caller,
+    identifier: &str,
+) -> Result<&'a Asset, Reply> {
+    let asset = live_asset(catalogue, identifier).map_err(Reply::from)?;
+    if !may_edit(caller, asset) {
+        return Err(detail(StatusCode::FORBIDDEN, "You do not have permission to edit computational_assets."));
+    }
+    Ok(asset)
+}
+
 pub(super) fn may_edit(caller: &Caller, asset: &Asset) -> bool {
     asset.owner == caller.client_id
         || caller.has_role("update_computational_assets")
@@ -348,13 +362,10 @@ pub(super) fn put(state: &State, request: &Request, caller: &Caller, identifier:
     let Ok(mut catalogue) = state.catalogue.lock() else {
         return detail(StatusCode::INTERNAL_SERVER_ERROR, "catalogue state poisoned");
     };
-    let asset = match live_asset(&catalogue, identifier) {
+    let asset = match editable_asset(&catalogue, caller, identifier) {
         Ok(asset) => asset,
-        Err(error) => return error.into(),
+        Err(reply) => return reply,
     };
-    if !may_edit(caller, asset) {
-        return detail(StatusCode::FORBIDDEN, "You do not have permission to edit computational_assets.");
-    }
     if asset.status == Status::Submitted {
         return detail(StatusCode::FORBIDDEN, "You cannot edit an asset under submission.");
     }

@@ -15,7 +15,7 @@ use http::StatusCode;
 use serde_json::{Map, Value, json};
 use warp::http::Response;
 
-use super::assets::{check_identifier, live_asset, may_edit};
+use super::assets::{check_identifier, editable_asset};
 use super::{ApiError, Reply, Request, State, detail, json_response, parse_body, storage_failure, validation_error};
 use crate::auth::Caller;
 use crate::credentials::{ENCAPSULATED_KEY_LEN, HandOff};
@@ -47,12 +47,8 @@ pub(super) fn put(state: &State, request: &Request, caller: &Caller, identifier:
     let Ok(mut catalogue) = state.catalogue.lock() else {
         return detail(StatusCode::INTERNAL_SERVER_ERROR, "catalogue state poisoned");
     };
-    let asset = match live_asset(&catalogue, identifier) {
-        Ok(asset) => asset,
-        Err(error) => return error.into(),
-    };
-    if !may_edit(caller, asset) {
-        return detail(StatusCode::FORBIDDEN, "You do not have permission to edit computational_assets.");
+    if let Err(reply) = editable_asset(&catalogue, caller, identifier) {
+        return reply;
     }
 
     let current_key_id = state.credentials_key.key_id();
@@ -117,12 +113,8 @@ pub(super) fn get(state: &State, caller: &Caller, identifier: &str) -> Reply {
     let Ok(catalogue) = state.catalogue.lock() else {
         return detail(StatusCode::INTERNAL_SERVER_ERROR, "catalogue state poisoned");
     };
-    let asset = match live_asset(&catalogue, identifier) {
-        Ok(asset) => asset,
-        Err(error) => return error.into(),
-    };
-    if !may_edit(caller, asset) {
-        return detail(StatusCode::FORBIDDEN, "You do not have permission to edit computational_assets.");
+    if let Err(reply) = editable_asset(&catalogue, caller, identifier) {
+        return reply;
     }
     let Some(hand_off) = catalogue.hand_offs.get(identifier) else {
         return plain_detail(
