@@ -243,10 +243,10 @@ pub(super) fn editable_asset<'a>(
     catalogue: &'a Catalogue,
     caller: &Caller,
     identifier: &str,
-) -> Result<&'a Asset, Reply> {
-    let asset = live_asset(catalogue, identifier).map_err(Reply::from)?;
+) -> Result<&'a Asset, ApiError> {
+    let asset = live_asset(catalogue, identifier)?;
     if !may_edit(caller, asset) {
-        return Err(detail(StatusCode::FORBIDDEN, "You do not have permission to edit computational_assets."));
+        return Err(detail_error(StatusCode::FORBIDDEN, "You do not have permission to edit computational_assets."));
     }
     Ok(asset)
 }
@@ -364,7 +364,7 @@ pub(super) fn put(state: &State, request: &Request, caller: &Caller, identifier:
     };
     let asset = match editable_asset(&catalogue, caller, identifier) {
         Ok(asset) => asset,
-        Err(reply) => return reply,
+        Err(error) => return error.into(),
     };
     if asset.status == Status::Submitted {
         return detail(StatusCode::FORBIDDEN, "You cannot edit an asset under submission.");

@@ -47,8 +47,8 @@ pub(super) fn put(state: &State, request: &Request, caller: &Caller, identifier:
     let Ok(mut catalogue) = state.catalogue.lock() else {
         return detail(StatusCode::INTERNAL_SERVER_ERROR, "catalogue state poisoned");
     };
-    if let Err(reply) = editable_asset(&catalogue, caller, identifier) {
-        return reply;
+    if let Err(error) = editable_asset(&catalogue, caller, identifier) {
+        return error.into();
     }
 
     let current_key_id = state.credentials_key.key_id();
@@ -113,8 +113,8 @@ pub(super) fn get(state: &State, caller: &Caller, identifier: &str) -> Reply {
     let Ok(catalogue) = state.catalogue.lock() else {
         return detail(StatusCode::INTERNAL_SERVER_ERROR, "catalogue state poisoned");
     };
-    if let Err(reply) = editable_asset(&catalogue, caller, identifier) {
-        return reply;
+    if let Err(error) = editable_asset(&catalogue, caller, identifier) {
+        return error.into();
     }
     let Some(hand_off) = catalogue.hand_offs.get(identifier) else {
         return plain_detail(
