@@ -13,7 +13,7 @@ use anyhow::Context as _;
 use base64::Engine as _;
 use chrono::Utc;
 use kube::Api;
-use kube::api::{DeleteParams, ListParams};
+use kube::api::DeleteParams;
 use secrecy::ExposeSecret as _;
 use tokio::sync::watch;
 
@@ -25,7 +25,7 @@ use crate::cluster::credentials::{CredentialSettings, Credentials, IssuedToken};
 use crate::cluster::lease::{LeaderElector, LeaseTiming};
 use crate::cluster::nodes::{ClusterNode, list_nodes, node_collector_limits, node_object};
 use crate::cluster::publish::{PublishOutcome, Publisher};
-use crate::cluster::{Action, Connection, KubeError, call, call_optional};
+use crate::cluster::{Action, Connection, KubeError, call_optional, list_all};
 use crate::collection::Collection;
 use crate::report::model::AgentInfo;
 use crate::runtime::{LoadedNodeCollector, NODES_COMPONENT};
@@ -198,13 +198,7 @@ impl Agent {
         self.delete_stale_reports(&cluster_nodes, &reports).await;
 
         let (uid, version) = crate::cluster::cluster_identity(client).await?;
-        let cluster_name = self
-            .settings
-            .kube
-            .cluster_name
-            .clone()
-            .or_else(|| self.connection.kubeconfig_cluster.clone())
-            .unwrap_or_else(|| "kubernetes".to_owned());
+        let cluster_name = cluster_name(&self.settings.kube.cluster_name, &self.connection);
         let started = std::time::Instant::now();
         let report = aggregate(&ClusterInputs {
             cluster: ClusterInfo { name: cluster_name.clone(), uid: uid.clone(), kubernetes_version: version },
@@ -412,6 +406,12 @@ fn cluster_fingerprint(report: &crate::cluster::aggregate::ClusterReport) -> any
     Ok(hex::encode(Sha256::digest(serde_json::to_vec(&value).context("failed to serialise the cluster report")?)))
 }
 
+/// Picks the cluster's name on AIoD: the configured one, else the
+/// kubeconfig's cluster name, else `kubernetes`.
+pub fn cluster_name(configured: &Option<String>, connection: &Connection) -> String {
+    configured.clone().or_else(|| connection.kubeconfig_cluster.clone()).unwrap_or_else(|| "kubernetes".to_owned())
+}
+
 /// Picks the API server URL the platform gets: the configured one, else the
 /// kubeconfig's. An in-cluster address is refused, since the platform is
 /// outside the cluster.
@@ -427,19 +427,10 @@ pub fn handed_off_server_url(configured: &Option<String>, connection: &Connectio
     }
 }
 
-/// Lists every NodeHardwareReport, following `continue` tokens.
+/// Lists every NodeHardwareReport.
 pub async fn list_reports(client: &kube::Client) -> Result<Vec<NodeHardwareReport>, KubeError> {
     let api: Api<NodeHardwareReport> = Api::all(client.clone());
-    let mut reports = Vec::new();
-    let mut params = ListParams::default().limit(500);
-    loop {
-        let page = call(Action::cluster("list", GROUP, PLURAL, None), api.list(&params)).await?;
-        reports.extend(page.items);
-        match page.metadata.continue_.filter(|token| !token.is_empty()) {
-            Some(token) => params = params.continue_token(&token),
-            None => return Ok(reports),
-        }
-    }
+    list_all(&api, Action::cluster("list", GROUP, PLURAL, None)).await
 }
 
 /// Sleeps, or returns early with `true` when shutdown is requested.

@@ -579,17 +579,9 @@ fn valid_dns_subdomain(name: &str) -> bool {
         && name.ends_with(|c: char| c.is_ascii_alphanumeric())
 }
 
-/// Kubernetes object names (RFC 1123 labels) for the namespace.
-fn valid_dns_label(name: &str) -> bool {
-    (1..=63).contains(&name.len())
-        && name.bytes().all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-')
-        && !name.starts_with('-')
-        && !name.ends_with('-')
-}
-
 impl KubeArgs {
     pub fn settings(&self, access: &AccessArgs) -> Result<KubeSettings, ConfigError> {
-        if !valid_dns_label(&self.namespace) {
+        if !crate::cluster::is_dns_label(&self.namespace) {
             return Err(ConfigError(format!(
                 "--namespace `{}` is not a Kubernetes namespace name; use 1-63 characters of a-z, 0-9 and `-`",
                 self.namespace
@@ -697,7 +689,7 @@ impl RunCommand {
         if !(Duration::from_secs(1)..=Duration::from_secs(3_600)).contains(&lease_duration) {
             return Err(ConfigError(format!("--lease-duration {} is out of range; use 1s to 1h", self.lease_duration)));
         }
-        if !valid_dns_label(&self.lease_name) {
+        if !crate::cluster::is_dns_label(&self.lease_name) {
             return Err(ConfigError(format!(
                 "--lease-name `{}` is not a valid object name; use 1-63 characters of a-z, 0-9 and `-`",
                 self.lease_name

@@ -367,11 +367,7 @@ pub async fn credentials(command: CredentialsCommand) -> Result<(), CommandError
                 lines.push(format!("kubeconfig: {} (mode 0600; it holds the token)", path.display()));
             }
             if let (Some((uid, client, asset)), Ok(server_url)) = (platform, server_url) {
-                let cluster_name = kube
-                    .cluster_name
-                    .clone()
-                    .or(connection.kubeconfig_cluster.clone())
-                    .unwrap_or_else(|| "kubernetes".to_owned());
+                let cluster_name = crate::agent::cluster_name(&kube.cluster_name, &connection);
                 let cluster = crate::agent::ClusterAccess {
                     name: &cluster_name,
                     uid: &uid,

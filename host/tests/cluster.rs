@@ -247,10 +247,11 @@ async fn racing_candidates_cannot_both_win() {
     assert!(outcomes.iter().all(Result::is_ok), "a lost race is not an error: {outcomes:?}");
 }
 
-#[tokio::test]
-async fn holder_releases_the_lease_on_shutdown() {
-    let (fake, connection, _dir) = cluster().await;
-    let candidate = elector(&connection, "pod-a", 15);
+/// Runs a candidate's election loop and waits until it leads; returns the
+/// leadership channel, the stop switch and the task.
+async fn campaign_until_leading(
+    candidate: LeaderElector,
+) -> (tokio::sync::watch::Receiver<bool>, tokio::sync::watch::Sender<bool>, tokio::task::JoinHandle<()>) {
     let (leading_tx, mut leading_rx) = tokio::sync::watch::channel(false);
     let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
     let task = tokio::spawn(candidate.run(leading_tx, stop_rx));
@@ -258,6 +259,14 @@ async fn holder_releases_the_lease_on_shutdown() {
         .await
         .expect("becomes leader in time")
         .expect("channel open");
+    (leading_rx, stop_tx, task)
+}
+
+#[tokio::test]
+async fn holder_releases_the_lease_on_shutdown() {
+    let (fake, connection, _dir) = cluster().await;
+    let candidate = elector(&connection, "pod-a", 15);
+    let (_leading, stop_tx, task) = campaign_until_leading(candidate).await;
     stop_tx.send(true).expect("stop");
     task.await.expect("election ends");
     let lease = fake.object(LEASE_PATH).expect("lease");
@@ -515,13 +524,7 @@ async fn stalled_leader_steps_down() {
     let proxied = connect(Some(&dir.path().join("proxied"))).await.expect("client through the proxy");
 
     let candidate = elector(&proxied, "pod-a", 2);
-    let (leading_tx, mut leading_rx) = tokio::sync::watch::channel(false);
-    let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
-    let task = tokio::spawn(candidate.run(leading_tx, stop_rx));
-    tokio::time::timeout(Duration::from_secs(10), leading_rx.wait_for(|leader| *leader))
-        .await
-        .expect("becomes leader in time")
-        .expect("channel open");
+    let (mut leading_rx, stop_tx, task) = campaign_until_leading(candidate).await;
 
     stalled.store(true, std::sync::atomic::Ordering::Relaxed);
     let stalled_at = std::time::Instant::now();

@@ -60,7 +60,7 @@ impl std::str::FromStr for Access {
         };
         match text.split_once(':') {
             None if text == "cluster-admin" => Ok(Access::ClusterAdmin),
-            Some(("namespace", name)) if is_dns_label(name) => Ok(Access::Namespace(name.to_owned())),
+            Some(("namespace", name)) if super::is_dns_label(name) => Ok(Access::Namespace(name.to_owned())),
             Some(("clusterrole", name)) if valid_name(name) => Ok(Access::ClusterRole(name.to_owned())),
             _ => Err(format!(
                 "`{text}` is not an access level; use `cluster-admin`, `namespace:NAME` or `clusterrole:NAME`"
@@ -547,14 +547,6 @@ impl Credentials {
         }
         Ok(deleted)
     }
-}
-
-/// An RFC 1123 label, the form of a namespace name.
-fn is_dns_label(name: &str) -> bool {
-    (1..=63).contains(&name.len())
-        && name.bytes().all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-')
-        && !name.starts_with('-')
-        && !name.ends_with('-')
 }
 
 fn managed_labels() -> BTreeMap<String, String> {

@@ -227,6 +227,31 @@ impl KubeError {
     }
 }
 
+/// Checks for an RFC 1123 label, the form of namespace and Lease names.
+pub fn is_dns_label(name: &str) -> bool {
+    (1..=63).contains(&name.len())
+        && name.bytes().all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-')
+        && !name.starts_with('-')
+        && !name.ends_with('-')
+}
+
+/// Lists every object of `api`, 500 per request, following `continue` tokens.
+pub async fn list_all<K>(api: &kube::Api<K>, action: Action) -> Result<Vec<K>, KubeError>
+where
+    K: kube::Resource + Clone + serde::de::DeserializeOwned + std::fmt::Debug,
+{
+    let mut objects = Vec::new();
+    let mut params = kube::api::ListParams::default().limit(500);
+    loop {
+        let page = call(action.clone(), api.list(&params)).await?;
+        objects.extend(page.items);
+        match page.metadata.continue_.filter(|token| !token.is_empty()) {
+            Some(token) => params = params.continue_token(&token),
+            None => return Ok(objects),
+        }
+    }
+}
+
 /// Awaits a kube call and tags its failure with what it was for.
 pub async fn call<T>(action: Action, request: impl Future<Output = Result<T, kube::Error>>) -> Result<T, KubeError> {
     request.await.map_err(|error| KubeError::from_kube(action, error))

@@ -6,28 +6,15 @@ use std::collections::BTreeMap;
 use k8s_openapi::api::core::v1::Node;
 use k8s_openapi::apimachinery::pkg::api::resource::Quantity;
 use kube::Api;
-use kube::api::ListParams;
 use serde::{Deserialize, Serialize};
 
-use super::{Action, KubeError, call};
+use super::{Action, KubeError, list_all};
 use crate::runtime::{self, NodeObject};
 
-/// Nodes per list request; the API server pages larger lists.
-const PAGE_SIZE: u32 = 500;
-
-/// Lists every Node, following `continue` tokens, sorted by name.
+/// Lists every Node, sorted by name.
 pub async fn list_nodes(client: &kube::Client) -> Result<Vec<Node>, KubeError> {
     let api: Api<Node> = Api::all(client.clone());
-    let mut nodes = Vec::new();
-    let mut params = ListParams::default().limit(PAGE_SIZE);
-    loop {
-        let page = call(Action::cluster("list", "", "nodes", None), api.list(&params)).await?;
-        nodes.extend(page.items);
-        match page.metadata.continue_.filter(|token| !token.is_empty()) {
-            Some(token) => params = params.continue_token(&token),
-            None => break,
-        }
-    }
+    let mut nodes = list_all(&api, Action::cluster("list", "", "nodes", None)).await?;
     nodes.sort_by(|a, b| a.metadata.name.cmp(&b.metadata.name));
     Ok(nodes)
 }
