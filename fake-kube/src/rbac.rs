@@ -98,7 +98,7 @@ fn rule_matches(rule: &Value, request: &Request<'_>) -> bool {
 
 /// Checks the escalation rule for a new binding: the creator must hold the
 /// `bind` verb on the role it references. A real server also accepts a
-/// creator that already holds every permission of the role; the agent never
+/// creator that already has every permission of the role; the agent never
 /// does for `cluster-admin`, so that path is not modelled.
 pub(crate) fn may_bind(state: &State, user: &str, binding: &Value, namespace: Option<&str>) -> bool {
     let role_ref = &binding["roleRef"];

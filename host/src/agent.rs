@@ -327,9 +327,9 @@ impl Agent {
         Ok(self.settings.interval.min(until_rotation.max(Duration::from_secs(1))))
     }
 
-    /// Deletes reports of nodes that no longer exist. Their owner reference
-    /// lets the garbage collector do this too; doing it here covers reports
-    /// whose owner reference was lost and clusters where the collector lags.
+    /// Deletes reports of nodes that no longer exist. The garbage collector
+    /// does this too through the owner reference, but doing it here also
+    /// covers reports that lost it and clusters where the collector lags.
     async fn delete_stale_reports(&self, nodes: &[ClusterNode], reports: &[NodeHardwareReport]) {
         let api: Api<NodeHardwareReport> = Api::all(self.connection.client.clone());
         for report in reports {

@@ -149,7 +149,7 @@ pub struct AiodArgs {
     pub retry_base_ms: u64,
 }
 
-/// Which cluster, and how the platform should reach it.
+/// The cluster, and the address the platform reaches it at.
 #[derive(Debug, Clone, Args)]
 pub struct KubeArgs {
     /// Kubeconfig file [default: $KUBECONFIG, else the pod's service account inside a cluster, else ~/.kube/config].
@@ -570,7 +570,7 @@ pub struct KubeSettings {
     pub platform_key_id: Option<String>,
 }
 
-/// An RFC 1123 subdomain, the form of Node and Pod names: they go into
+/// Checks for an RFC 1123 subdomain, the form of Node and Pod names: they go into
 /// API paths, so anything else is rejected rather than escaped.
 fn valid_dns_subdomain(name: &str) -> bool {
     (1..=253).contains(&name.len())

@@ -87,7 +87,7 @@ impl Collection {
         Ok(Self { runtime, root, collectors, load_failures, include_identifiers: settings.include_identifiers })
     }
 
-    /// The runtime the collectors were loaded into; the `nodes` collector
+    /// Returns the runtime the collectors were loaded into; the `nodes` collector
     /// shares its engine and cache.
     pub fn runtime(&self) -> &Runtime {
         &self.runtime

@@ -28,7 +28,7 @@ async fn cluster() -> (FakeCluster, Connection, tempfile::TempDir) {
     (fake, connection, dir)
 }
 
-/// A Node the way a kubelet registers it.
+/// Builds a Node the way a kubelet registers it.
 pub fn node(name: &str, gpus: u32) -> Value {
     let mut capacity =
         json!({"cpu": "64", "memory": "527921152Ki", "pods": "110", "ephemeral-storage": "1874176000Ki"});
@@ -84,12 +84,15 @@ async fn node_report_is_written_only_when_it_changes() {
     assert_eq!(publisher.publish(&report).await.expect("first publish"), PublishOutcome::Created);
     let first = lines(&fake);
     assert_eq!(first.len(), 3, "{first:#?}");
-    assert!(first[0].starts_with(&format!("GET {REPORT_PATH}")) && first[0].ends_with("404"), "{first:#?}");
-    assert!(first[1].starts_with("GET /api/v1/nodes/node-1") && first[1].ends_with("200"), "{first:#?}");
+    assert!(first[0].starts_with(&format!("GET {REPORT_PATH}")), "{first:#?}");
+    assert!(first[0].ends_with("404"), "{first:#?}");
+    assert!(first[1].starts_with("GET /api/v1/nodes/node-1"), "{first:#?}");
+    assert!(first[1].ends_with("200"), "{first:#?}");
     assert!(first[2].starts_with(&format!("PATCH {REPORT_PATH}")), "{first:#?}");
     let patch = &fake.requests()[2];
     assert_eq!(patch.content_type.as_deref(), Some("application/apply-patch+yaml"));
-    assert!(patch.query.contains("fieldManager=hw-agent") && patch.query.contains("force=true"), "{}", patch.query);
+    assert!(patch.query.contains("fieldManager=hw-agent"), "{}", patch.query);
+    assert!(patch.query.contains("force=true"), "{}", patch.query);
 
     let stored = fake.object(REPORT_PATH).expect("report stored");
     assert_eq!(stored["metadata"]["ownerReferences"][0]["kind"], "Node");
@@ -119,7 +122,8 @@ async fn node_report_is_written_only_when_it_changes() {
     assert_eq!(publisher.publish(&changed).await.expect("third publish"), PublishOutcome::Updated);
     let third = lines(&fake);
     assert_eq!(third.len(), 2, "{third:#?}");
-    assert!(third[0].starts_with("GET ") && third[1].starts_with("PATCH "), "{third:#?}");
+    assert!(third[0].starts_with("GET "), "{third:#?}");
+    assert!(third[1].starts_with("PATCH "), "{third:#?}");
 
     // An object someone deleted is recreated at the next round.
     fake.clear_requests();
@@ -213,7 +217,7 @@ async fn leadership_passes_on_when_the_holder_stops_renewing() {
     assert_eq!(lease["spec"]["holderIdentity"], "pod-a");
     assert_eq!(lease["spec"]["leaseTransitions"], 0);
 
-    // pod-a dies: b sees the same record for a whole lease duration, then takes over.
+    // pod-a dies: b reads the same record for a whole lease duration, then takes over.
     assert!(!pod_b.try_acquire_or_renew().await.expect("b campaigns"));
     tokio::time::sleep(Duration::from_millis(1_100)).await;
     assert!(pod_b.try_acquire_or_renew().await.expect("b takes over"), "an expired lease passes on");
@@ -302,7 +306,8 @@ async fn mint_rotate_revoke() {
     assert_eq!(minted.len(), expected_prefixes.len(), "{minted:#?}");
     for (line, expected) in minted.iter().zip(expected_prefixes) {
         let (method_path, status) = expected.split_once(" -> ").expect("pattern");
-        assert!(line.starts_with(method_path) && line.ends_with(status), "{line} vs {expected}");
+        assert!(line.starts_with(method_path), "{line} vs {expected}");
+        assert!(line.ends_with(status), "{line} vs {expected}");
     }
     let binding = fake.object("/apis/rbac.authorization.k8s.io/v1/clusterrolebindings/aiod-platform").expect("binding");
     assert_eq!(binding["roleRef"]["name"], "cluster-admin");
@@ -315,7 +320,8 @@ async fn mint_rotate_revoke() {
     // The token authenticates, and the annotations tell `show` when to rotate.
     let status = platform.status().await.expect("status");
     assert_eq!(status.access.as_deref(), Some("cluster-admin"));
-    assert!(status.rotate_at.is_some() && status.expires_at.is_some());
+    assert!(status.rotate_at.is_some());
+    assert!(status.expires_at.is_some());
     assert!(!serde_json::to_string(&status).expect("json").contains(first.token.expose_secret()));
 
     fake.clear_requests();
@@ -468,7 +474,7 @@ fn plugin_importing_the_cluster_interface_is_rejected() {
 }
 
 /// A TCP relay that can stop forwarding while keeping connections open:
-/// an API server that accepts requests and never answers.
+/// an API server that accepts requests and never responds.
 async fn stalling_proxy(target: String) -> (String, std::sync::Arc<std::sync::atomic::AtomicBool>) {
     use std::sync::atomic::{AtomicBool, Ordering};
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("bind");

@@ -127,7 +127,7 @@ async fn cluster_asset(mock: &RunningMock, uid: &str) -> Option<Value> {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn leader_registers_the_cluster_and_hands_off_the_issued_token() {
+async fn leader_registers_and_hands_off() {
     let fake = FakeCluster::start().await.expect("fake API server");
     let dir = tempfile::tempdir().expect("temp dir");
     fake.write_kubeconfig(&dir.path().join("kubeconfig"), "admin-token").expect("kubeconfig");
@@ -269,7 +269,7 @@ fn settings(mock: &RunningMock) -> AiodSettings {
 }
 
 #[tokio::test]
-async fn changed_platform_key_is_noticed_and_a_pinned_key_is_enforced() {
+async fn platform_key_change_and_pin() {
     let state = tempfile::tempdir().expect("state dir");
     let mock = start_mock(state.path(), "127.0.0.1:0").await;
     let client = AiodClient::connect(settings(&mock)).await.expect("connects");
@@ -291,12 +291,13 @@ async fn changed_platform_key_is_noticed_and_a_pinned_key_is_enforced() {
     let pinned = KeyPolicy { pinned: Some("fedcba9876543210".to_owned()), previous: None };
     let error = client.hand_off(&asset, b"{\"token\":\"three\"}", &pinned).await.expect_err("refused");
     let text = format!("{error:#}");
-    assert!(text.contains("fedcba9876543210") && text.contains(&key.key_id), "{text}");
+    assert!(text.contains("fedcba9876543210"), "{text}");
+    assert!(text.contains(&key.key_id), "{text}");
     assert_eq!(aiod_mock::credentials::open_stored(state.path(), &asset).expect("opens"), b"{\"token\":\"two\"}");
     mock.shutdown().await;
 }
 
-/// The API path of a manifest object, for the kinds `rbac.yaml` and
+/// Returns the API path of a manifest object, for the kinds `rbac.yaml` and
 /// `namespace.yaml` contain.
 fn manifest_path(object: &Value) -> String {
     let name = object["metadata"]["name"].as_str().expect("name");

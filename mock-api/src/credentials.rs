@@ -229,7 +229,7 @@ pub struct HandOff {
 /// changed after the hand-off.
 pub fn open_stored(state_dir: &Path, asset_identifier: &str) -> anyhow::Result<Vec<u8>> {
     require_state_dir(state_dir)?;
-    // Opening the database would create it; a directory without one holds
+    // Opening the database would create it; a directory without one contains
     // no hand-off, and reading must not change it.
     if !state_dir.join(crate::persist::DATABASE_FILE).is_file() {
         bail!(

@@ -144,7 +144,7 @@ pub fn cluster_asset_body(report: &ClusterReport, plain: String, platform: &str)
     }))
 }
 
-/// A short HTML summary: totals and the largest groups, capped in rows so
+/// Renders a short HTML summary: totals and the largest groups, capped in rows so
 /// it always fits the description limit.
 fn cluster_html(report: &ClusterReport) -> String {
     let escape = |text: &str| text.replace('&', "&amp;").replace('<', "&lt;").replace('>', "&gt;");

@@ -1,6 +1,6 @@
 //! Hands the cluster's credentials to the platform, sealed with HPKE
 //! (RFC 9180) to the platform's public key, so that only the platform can
-//! read them. The computational asset, which anyone can read, never holds
+//! read them. The computational asset, which anyone can read, never contains
 //! them.
 //!
 //! Suite: mode base, DHKEM(X25519, HKDF-SHA256), HKDF-SHA256,
@@ -71,7 +71,7 @@ pub fn key_id(public_key: &[u8; 32]) -> String {
     hex::encode(Sha256::digest(public_key))[..16].to_owned()
 }
 
-/// What the platform receives, once opened.
+/// The plaintext the platform receives, once opened.
 #[derive(Debug, Serialize)]
 pub struct CredentialsPlaintext<'a> {
     pub schema: &'static str,

@@ -82,7 +82,7 @@ impl std::fmt::Display for Access {
 /// Location and rights of the platform's credentials.
 #[derive(Debug, Clone)]
 pub struct CredentialSettings {
-    /// The agent's namespace, which holds the ServiceAccount.
+    /// The agent's namespace, which contains the ServiceAccount.
     pub namespace: String,
     pub access: Access,
     pub token_ttl: Duration,
@@ -557,7 +557,7 @@ fn parse_time(text: &str) -> Option<DateTime<Utc>> {
     DateTime::parse_from_rfc3339(text).ok().map(|time| time.with_timezone(&Utc))
 }
 
-/// Kubernetes lets a subject bind a role only if it holds the role's rights
+/// Kubernetes lets a subject bind a role only if it has the role's rights
 /// or the `bind` verb on it; add that to a 403 on the binding.
 fn bind_hint(error: KubeError, access: &Access) -> KubeError {
     match error {
@@ -590,7 +590,8 @@ mod tests {
         assert_eq!("clusterrole:view".parse::<Access>(), Ok(Access::ClusterRole("view".to_owned())));
         for bad in ["admin", "namespace:", "namespace:Bad", "namespace:a.b", "clusterrole:", "team:x"] {
             let error = bad.parse::<Access>().expect_err(bad);
-            assert!(error.contains(bad) && error.contains("namespace:NAME"), "{error}");
+            assert!(error.contains(bad), "{error}");
+            assert!(error.contains("namespace:NAME"), "{error}");
         }
     }
 

@@ -153,7 +153,7 @@ impl LeaderElector {
     }
 
     /// Gives the Lease up so a successor need not wait for it to expire.
-    /// Only clears it while this candidate still holds it.
+    /// Clears it only while this candidate is still the holder.
     pub async fn release(&mut self) -> Result<(), KubeError> {
         let Some(mut lease) = call_optional(self.action("get"), self.leases.get(&self.name)).await? else {
             return Ok(());
@@ -191,13 +191,13 @@ impl LeaderElector {
         loop {
             let was_leader = *leading.borrow();
             // A request that hangs (an API server that accepts but never
-            // answers) must count as a failed renewal, or a stalled leader
+            // responds) must count as a failed renewal, or a stalled leader
             // would go on leading beside its successor.
             let outcome = match tokio::time::timeout(self.timing.renew_deadline, self.try_acquire_or_renew()).await {
                 Ok(outcome) => outcome,
                 Err(_) => Err(KubeError::Unreachable {
                     action: self.action("update"),
-                    message: format!("no answer within {} ms", self.timing.renew_deadline.as_millis()),
+                    message: format!("no response within {} ms", self.timing.renew_deadline.as_millis()),
                 }),
             };
             let leader_now = match outcome {
@@ -234,7 +234,9 @@ impl LeaderElector {
             match tokio::time::timeout(self.timing.renew_deadline, self.release()).await {
                 Ok(Ok(())) => tracing::info!(lease = %self.name, "released the lease"),
                 Ok(Err(error)) => tracing::warn!(error = %error, "failed to release the lease on shutdown"),
-                Err(_) => tracing::warn!("the API server did not answer the lease release; it expires on its own"),
+                Err(_) => {
+                    tracing::warn!("the API server did not respond to the lease release; the lease expires on its own")
+                }
             }
         }
     }

@@ -23,7 +23,7 @@ use base64::Engine as _;
 use kube::config::{KubeConfigOptions, Kubeconfig};
 
 const CONNECT_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(10);
-/// The agent makes no watch or long-running request, so no answer takes long.
+/// The agent makes no watch or long-running request, so no response takes long.
 const READ_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(30);
 
 /// The field manager of every write, so `kubectl get --show-managed-fields`
@@ -85,7 +85,7 @@ pub async fn connect(kubeconfig: Option<&Path>) -> anyhow::Result<Connection> {
 
     let mut config = config;
     // Bound every request: without a read timeout a request to an API
-    // server that accepts connections but never answers waits forever.
+    // server that accepts connections but never responds waits forever.
     config.connect_timeout = Some(CONNECT_TIMEOUT);
     config.read_timeout = Some(READ_TIMEOUT);
     config.write_timeout = Some(READ_TIMEOUT);
@@ -113,8 +113,8 @@ fn pem_certificate(der: &[u8]) -> String {
     pem
 }
 
-/// What a request to the API server was for, so a failure can name the
-/// permission it needed.
+/// The purpose of a request to the API server, so that a failure can name
+/// the permission it needed.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Action {
     /// The RBAC verb: get, list, create, update, patch or delete.
@@ -142,7 +142,7 @@ impl Action {
         Self { verb, group, resource, namespace: Some(namespace.to_owned()), name: name.map(str::to_owned) }
     }
 
-    /// The RBAC rule that allows this action, as YAML for a Role or ClusterRole.
+    /// Formats the RBAC rule that allows this action, as YAML for a Role or ClusterRole.
     pub fn rule(&self) -> String {
         format!("{{apiGroups: [\"{}\"], resources: [\"{}\"], verbs: [\"{}\"]}}", self.group, self.resource, self.verb)
     }
@@ -175,7 +175,7 @@ pub enum KubeError {
         role = if action.namespace.is_some() { "ClusterRole, or to a Role in that namespace" } else { "ClusterRole" }
     )]
     Forbidden { action: Action, message: String },
-    /// The API server could not be reached or did not answer.
+    /// The API server could not be reached or did not respond.
     #[error("cannot reach the Kubernetes API server (to {action}): {message}; check --kubeconfig and the network")]
     Unreachable { action: Action, message: String },
     /// Any other answer: not found, conflict, invalid, server error.

@@ -19,7 +19,7 @@ pub async fn list_nodes(client: &kube::Client) -> Result<Vec<Node>, KubeError> {
     Ok(nodes)
 }
 
-/// The parts of a Node the `nodes` collector reads.
+/// Extracts the parts of a Node the `nodes` collector reads.
 pub fn node_object(node: &Node) -> NodeObject {
     let status = node.status.as_ref();
     let spec = node.spec.as_ref();

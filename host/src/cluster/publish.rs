@@ -17,7 +17,7 @@ use super::crd::{NodeHardwareReport, NodeHardwareReportSpec, ReportSummary};
 use super::{Action, FIELD_MANAGER, KubeError, call, call_optional};
 use crate::report::model::NodeReport;
 
-/// What one publish round did.
+/// The result of one publish round.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum PublishOutcome {
     Created,
@@ -25,7 +25,7 @@ pub enum PublishOutcome {
     Unchanged,
 }
 
-/// Why a round published nothing.
+/// The reason a round published nothing.
 #[derive(Debug, thiserror::Error)]
 pub enum PublishError {
     #[error(

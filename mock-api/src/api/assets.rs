@@ -237,7 +237,7 @@ pub(super) fn delete(state: &State, caller: &Caller, identifier: &str) -> Reply 
 
 /// Returns whether the caller may write the asset: its creator, holders of
 /// the update role, and connectors of the asset's platform may.
-/// Finds a live asset the caller may edit, or the reply that says why not:
+/// Finds a live asset the caller may edit, or the error that explains why not:
 /// the 404 of a missing or deleted asset, or the 403 of the asset routes.
 pub(super) fn editable_asset<'a>(
     catalogue: &'a Catalogue,
