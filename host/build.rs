@@ -2,7 +2,7 @@
 //! can embed them, the way wasmtime builds its guest test programs.
 //!
 //! The collectors are compiled by a nested `cargo build` into
-//! `target/collectors`, a target directory of their own: sharing the outer
+//! `collectors/` below the outer target directory, a directory of their own: sharing the outer
 //! build's directory would deadlock on its lock. The outer build's flags are
 //! removed from the environment because they are meant for the host target.
 
@@ -22,21 +22,40 @@ const BUILT_IN: &[(&str, &str)] = &[
     ("hw-collector-nodes", "hw_collector_nodes.wasm"),
 ];
 /// Test-only collectors: built here so tests get them, never embedded.
-const TEST_ONLY: &[(&str, &str)] = &[("hw-collector-fault", "hw_collector_fault.wasm")];
+const TEST_ONLY: &[(&str, &str)] = &[
+    ("hw-collector-fault", "hw_collector_fault.wasm"),
+    ("hw-collector-template", "hw_collector_template.wasm"),
+    ("hw-collector-infiniband", "hw_collector_infiniband.wasm"),
+];
 
 fn main() {
     let manifest_dir = PathBuf::from(env::var("CARGO_MANIFEST_DIR").expect("cargo sets CARGO_MANIFEST_DIR"));
     let workspace = manifest_dir.parent().expect("host/ sits inside the workspace").to_path_buf();
-    for watched in
-        ["wit", "plugins/guest", "plugins/cpu", "plugins/gpu", "plugins/system", "plugins/fault", "plugins/nodes"]
-    {
+    for watched in [
+        "wit",
+        "plugins/guest",
+        "plugins/cpu",
+        "plugins/gpu",
+        "plugins/system",
+        "plugins/fault",
+        "plugins/nodes",
+        "plugins/template",
+        "plugins/infiniband",
+    ] {
         println!("cargo:rerun-if-changed={}", workspace.join(watched).display());
     }
     println!("cargo:rerun-if-changed={}", workspace.join("Cargo.lock").display());
 
     ensure_target_installed();
 
-    let target_dir = workspace.join("target").join("collectors");
+    // Follow an absolute CARGO_TARGET_DIR, so two clones built with their
+    // own target directories do not share one collector build.
+    let outer_target = env::var_os("CARGO_TARGET_DIR")
+        .map(PathBuf::from)
+        .filter(|path| path.is_absolute())
+        .unwrap_or_else(|| workspace.join("target"));
+    println!("cargo:rerun-if-env-changed=CARGO_TARGET_DIR");
+    let target_dir = outer_target.join("collectors");
     let cargo = env::var("CARGO").unwrap_or_else(|_| "cargo".to_owned());
     let mut command = Command::new(cargo);
     command

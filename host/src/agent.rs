@@ -23,12 +23,13 @@ use crate::cluster::aggregate::{ClusterInfo, ClusterInputs, aggregate, describe}
 use crate::cluster::crd::{GROUP, NodeHardwareReport, PLURAL};
 use crate::cluster::credentials::{CredentialSettings, Credentials, IssuedToken};
 use crate::cluster::lease::{LeaderElector, LeaseTiming};
-use crate::cluster::nodes::{ClusterNode, list_nodes, node_collector_limits, node_object};
+use crate::cluster::nodes::{ClusterNode, list_nodes, node_object};
 use crate::cluster::publish::{PublishOutcome, Publisher};
 use crate::cluster::{Action, Connection, KubeError, call_optional, list_all};
 use crate::collection::Collection;
+use crate::policy::NODES_COLLECTOR;
 use crate::report::model::AgentInfo;
-use crate::runtime::{LoadedNodeCollector, NODES_COMPONENT};
+use crate::runtime::{GuestLimits, LoadedNodeCollector, NODES_COMPONENT};
 
 /// Wait after a failed round before trying again, unless the interval is shorter.
 const RETRY_AFTER_FAILURE: Duration = Duration::from_secs(30);
@@ -44,6 +45,8 @@ pub struct Agent {
     connection: Connection,
     collection: Arc<Collection>,
     node_collector: LoadedNodeCollector,
+    /// Limits of the `nodes` collector, from its policy entry.
+    node_limits: GuestLimits,
     /// Connected on the first leader round that needs it: followers never
     /// talk to AIoD, so an AIoD outage cannot stop node reports.
     aiod: tokio::sync::Mutex<Option<Arc<AiodClient>>>,
@@ -65,17 +68,22 @@ struct LeaderTerm {
 impl Agent {
     /// Connects to the cluster and AIoD and loads the collectors.
     pub async fn start(settings: RunSettings, connection: Connection) -> anyhow::Result<Arc<Self>> {
-        let collect = settings.collect.clone();
-        let (collection, node_collector) = tokio::task::spawn_blocking(move || -> anyhow::Result<_> {
-            let collection = Collection::load(&collect)?;
-            let node_collector = collection
-                .runtime()
-                .load_node_collector(NODES_COMPONENT)
-                .context("failed to load the built-in nodes collector")?;
-            Ok((collection, node_collector))
-        })
-        .await
-        .context("the collector loading thread panicked")??;
+        let collection = Collection::load(&settings.collect).await?;
+        let node_collector = collection
+            .runtime()
+            .load_node_collector(NODES_COMPONENT)
+            .await
+            .context("failed to load the built-in nodes collector")?;
+        let node_limits = collection
+            .policy()
+            .decide(NODES_COLLECTOR, &node_collector.info.capabilities)
+            .map_err(|reason| {
+                anyhow::anyhow!(
+                    "{} denies the built-in `{NODES_COLLECTOR}` collector, which the leader needs: {reason}",
+                    collection.policy().origin()
+                )
+            })?
+            .limits;
         if settings.aiod.is_none() {
             tracing::warn!("AIoD is not configured: node reports are published, the cluster is not registered");
         }
@@ -84,6 +92,7 @@ impl Agent {
             connection,
             collection: Arc::new(collection),
             node_collector,
+            node_limits,
             aiod: tokio::sync::Mutex::new(None),
             ready: AtomicBool::new(false),
         }))
@@ -141,10 +150,7 @@ impl Agent {
     }
 
     async fn publish_once(&self, publisher: &mut Publisher) -> anyhow::Result<PublishOutcome> {
-        let collection = Arc::clone(&self.collection);
-        let report = tokio::task::spawn_blocking(move || collection.collect())
-            .await
-            .context("the collection thread panicked")?;
+        let report = self.collection.collect().await;
         Ok(publisher.publish(&report).await?)
     }
 
@@ -182,15 +188,12 @@ impl Agent {
         let client = &self.connection.client;
         let nodes = list_nodes(client).await?;
         let objects = nodes.iter().map(node_object).collect::<Vec<_>>();
-        let runtime_collection = Arc::clone(&self.collection);
-        let node_collector = self.node_collector.clone();
-        let limits = node_collector_limits(self.settings.collect.limits);
-        let records = tokio::task::spawn_blocking(move || {
-            runtime_collection.runtime().collect_nodes(&node_collector, objects, limits)
-        })
-        .await
-        .context("the nodes collector thread panicked")?
-        .map_err(|failure| anyhow::anyhow!("the nodes collector failed ({:?}): {failure}", failure.status))?;
+        let records = self
+            .collection
+            .runtime()
+            .collect_nodes(&self.node_collector, objects, self.node_limits)
+            .await
+            .map_err(|failure| anyhow::anyhow!("the nodes collector failed ({:?}): {failure}", failure.status))?;
         let mut cluster_nodes: Vec<ClusterNode> = records.into_iter().map(ClusterNode::from).collect();
         cluster_nodes.sort_by(|a, b| a.name.cmp(&b.name));
 

@@ -9,7 +9,8 @@ use secrecy::SecretString;
 
 use crate::aiod::{AiodSettings, RetryPolicy};
 use crate::collection::CollectSettings;
-use crate::runtime::{ComponentCache, GuestLimits};
+use crate::policy::{LimitOverrides, Policy};
+use crate::runtime::ComponentCache;
 
 /// Exit status for invalid configuration (EX_USAGE from sysexits.h).
 pub const EXIT_CONFIG: u8 = 64;
@@ -43,6 +44,36 @@ pub enum Command {
     Credentials(CredentialsCommand),
     /// Print the NodeHardwareReport CustomResourceDefinition as YAML.
     Crd,
+    /// List, inspect and try collector plugins, and print the built-in policy.
+    Plugins(PluginsCommand),
+}
+
+#[derive(Debug, Args)]
+pub struct PluginsCommand {
+    #[command(subcommand)]
+    pub action: PluginsAction,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum PluginsAction {
+    /// List the built-in collectors and the plugins of --plugin-dir, with what each requests and what the policy decides.
+    List(CollectArgs),
+    /// Print a component's world, WIT version, SHA-256 and requested capabilities, and the policy's decision.
+    Inspect {
+        /// The component file (`.wasm`).
+        file: PathBuf,
+        #[command(flatten)]
+        collect: CollectArgs,
+    },
+    /// Run a component once against --host-root, as a collection would, and print its outcome and records as JSON.
+    Test {
+        /// The component file (`.wasm`).
+        file: PathBuf,
+        #[command(flatten)]
+        collect: CollectArgs,
+    },
+    /// Print the built-in collector policy (TOML), a starting point for --policy.
+    Policy,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
@@ -76,13 +107,21 @@ pub struct CollectArgs {
     #[arg(long, env = "HW_AGENT_INCLUDE_IDENTIFIERS")]
     pub include_identifiers: bool,
 
-    /// Linear-memory limit of each collector, in MiB.
-    #[arg(long, env = "HW_AGENT_MEMORY_LIMIT_MIB", default_value_t = 64)]
-    pub memory_limit_mib: u64,
+    /// Collector policy file (TOML): capabilities, SHA-256 pins and limits per collector [default: the built-in policy, printed by `hw-agent plugins policy`].
+    #[arg(long, env = "HW_AGENT_POLICY")]
+    pub policy: Option<PathBuf>,
 
-    /// Run-time limit of each collector call, in milliseconds of wall-clock time.
-    #[arg(long, env = "HW_AGENT_DEADLINE_MS", default_value_t = 2000)]
-    pub deadline_ms: u64,
+    /// Default linear-memory limit of each collector, in MiB [default: the policy's memory_mib, 64]. Policy entries of single collectors override it.
+    #[arg(long, env = "HW_AGENT_MEMORY_LIMIT_MIB")]
+    pub memory_limit_mib: Option<u64>,
+
+    /// Default run-time limit of a collector's own code in one call, in milliseconds [default: the policy's deadline_ms, 2000].
+    #[arg(long, env = "HW_AGENT_DEADLINE_MS")]
+    pub deadline_ms: Option<u64>,
+
+    /// Allocate each collector's memory on demand instead of from wasmtime's pre-reserved pool.
+    #[arg(long, env = "HW_AGENT_NO_POOLING")]
+    pub no_pooling: bool,
 }
 
 #[derive(Debug, Args)]
@@ -361,27 +400,37 @@ impl CollectArgs {
                 dir.display()
             )));
         }
-        if !(1..=4096).contains(&self.memory_limit_mib) {
-            return Err(ConfigError(format!(
-                "--memory-limit-mib {} is out of range; use 1 to 4096",
-                self.memory_limit_mib
-            )));
-        }
-        if !(10..=600_000).contains(&self.deadline_ms) {
-            return Err(ConfigError(format!("--deadline-ms {} is out of range; use 10 to 600000", self.deadline_ms)));
-        }
         let cache_dir = if self.no_cache { None } else { self.cache_dir.clone().or_else(ComponentCache::default_dir) };
         Ok(CollectSettings {
             host_root: self.host_root.clone(),
             plugin_dir: self.plugin_dir.clone(),
             cache_dir,
-            limits: GuestLimits {
-                memory_bytes: (self.memory_limit_mib as usize) << 20,
-                deadline_ms: self.deadline_ms,
-                ..GuestLimits::default()
-            },
+            policy: self.policy()?,
+            pooling: !self.no_pooling,
             include_identifiers: self.include_identifiers,
         })
+    }
+
+    /// Reads the policy file, or the built-in policy, and applies the limit
+    /// flags to its defaults.
+    pub fn policy(&self) -> Result<Policy, ConfigError> {
+        let mut policy = match &self.policy {
+            Some(path) => Policy::load(path).map_err(|error| ConfigError(format!("--policy: {error}")))?,
+            None => Policy::built_in(),
+        };
+        let overrides = LimitOverrides {
+            memory_mib: self.memory_limit_mib,
+            deadline_ms: self.deadline_ms,
+            ..LimitOverrides::default()
+        };
+        policy.override_defaults(&overrides).map_err(|error| {
+            ConfigError(
+                error
+                    .replace("[command line] memory_mib", "--memory-limit-mib")
+                    .replace("[command line] deadline_ms", "--deadline-ms"),
+            )
+        })?;
+        Ok(policy)
     }
 }
 

@@ -1,14 +1,22 @@
-//! One node collection: load the built-in and plugin collectors, run them
-//! against the host root, and merge their results into a node report.
+//! One node collection: load the built-in and plugin collectors, decide what
+//! the policy lets each of them read, run them against the host root, and
+//! merge their results into a node report.
+//!
+//! The plugin directory is read again before every collection, so adding,
+//! replacing or removing a `.wasm` file takes effect at the next collection
+//! without a restart. A file is compiled again only when its SHA-256 changes.
 
-use std::path::PathBuf;
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use crate::policy::{Grant, Policy};
 use crate::report::merge;
 use crate::report::model::{CollectorStatus, NodeReport};
 use crate::runtime::{
-    self, BUILT_IN, CollectOptions, CollectorRun, CollectorSource, ComponentCache, GuestFailure, GuestLimits,
-    LoadedCollector, Runtime,
+    self, BUILT_IN, CollectOptions, CollectorRun, CollectorSource, ComponentCache, GuestFailure, LoadedCollector,
+    Runtime, RuntimeOptions,
 };
 use crate::sources::HostRoot;
 
@@ -19,8 +27,61 @@ pub struct CollectSettings {
     pub plugin_dir: Option<PathBuf>,
     /// `None` disables the compiled-component cache.
     pub cache_dir: Option<PathBuf>,
-    pub limits: GuestLimits,
+    pub policy: Policy,
+    /// Use wasmtime's pooling allocator where the machine allows it.
+    pub pooling: bool,
     pub include_identifiers: bool,
+}
+
+/// A collector with the policy's decision: ready to run with its grant,
+/// denied, or not loadable.
+#[derive(Debug, Clone)]
+pub enum Slot {
+    Ready { collector: LoadedCollector, grant: Grant },
+    Denied { collector: LoadedCollector, reason: String },
+    Failed { name: String, source: CollectorSource, sha256: Option<String>, duration: Duration, message: String },
+}
+
+impl Slot {
+    pub fn name(&self) -> &str {
+        match self {
+            Slot::Ready { collector, .. } | Slot::Denied { collector, .. } => &collector.info.name,
+            Slot::Failed { name, .. } => name,
+        }
+    }
+
+    pub fn source(&self) -> &CollectorSource {
+        match self {
+            Slot::Ready { collector, .. } | Slot::Denied { collector, .. } => &collector.source,
+            Slot::Failed { source, .. } => source,
+        }
+    }
+
+    /// Returns the outcome reported for a collector that does not run, or
+    /// `None` for a ready one.
+    pub fn skipped_run(&self) -> Option<CollectorRun> {
+        let (status, message, version, duration) = match self {
+            Slot::Ready { .. } => return None,
+            Slot::Denied { collector, reason } => {
+                (CollectorStatus::Denied, reason.clone(), Some(collector.info.version.clone()), Duration::ZERO)
+            }
+            Slot::Failed { message, duration, .. } => (CollectorStatus::Error, message.clone(), None, *duration),
+        };
+        Some(CollectorRun {
+            name: self.name().to_owned(),
+            version,
+            source: self.source().clone(),
+            duration,
+            result: Err(GuestFailure { status, message }),
+        })
+    }
+}
+
+/// A plugin file as last loaded.
+#[derive(Debug)]
+struct PluginFile {
+    sha256: String,
+    slot: Slot,
 }
 
 /// Loaded collectors, ready to collect as often as needed.
@@ -28,63 +89,54 @@ pub struct CollectSettings {
 pub struct Collection {
     runtime: Runtime,
     root: HostRoot,
-    collectors: Vec<LoadedCollector>,
-    /// Collectors that could not be loaded, reported with every collection.
-    load_failures: Vec<CollectorRun>,
+    policy: Policy,
+    built_ins: Vec<Slot>,
+    plugin_dir: Option<PathBuf>,
+    plugins: tokio::sync::Mutex<BTreeMap<PathBuf, PluginFile>>,
     include_identifiers: bool,
 }
 
 impl Collection {
-    /// Loads the built-in collectors and every `*.wasm` in the plugin
-    /// directory. A plugin that fails to load becomes an error entry in each
-    /// report; it does not stop the others. A plugin whose `info` name equals
-    /// a built-in's replaces that built-in.
-    pub fn load(settings: &CollectSettings) -> anyhow::Result<Self> {
+    /// Starts the runtime and loads the built-in collectors and every
+    /// `*.wasm` in the plugin directory. A plugin that fails to load, or that
+    /// the policy denies, becomes an entry in each report; it does not stop
+    /// the others. A plugin whose `info` name equals a built-in's replaces
+    /// that built-in.
+    pub async fn load(settings: &CollectSettings) -> anyhow::Result<Self> {
         crate::sources::remove_stale_staging();
         let root = HostRoot::new(&settings.host_root)?;
-        let runtime = Runtime::new(settings.limits, ComponentCache::new(settings.cache_dir.clone()))?;
+        let runtime = Runtime::new(RuntimeOptions {
+            cache: ComponentCache::new(settings.cache_dir.clone()),
+            pooling: settings.pooling,
+            max_memory_bytes: settings.policy.max_memory_bytes(),
+            max_table_elements: settings.policy.max_table_elements(),
+        })?;
 
-        let mut collectors: Vec<LoadedCollector> = Vec::new();
-        let mut load_failures = Vec::new();
+        let mut built_ins = Vec::new();
         for (name, bytes) in BUILT_IN {
-            match load_one(&runtime, bytes, CollectorSource::BuiltIn, &root) {
-                Ok(collector) => collectors.push(collector),
-                Err(failure) => load_failures.push(failure.named((*name).to_owned())),
-            }
+            let slot = load_slot(&runtime, &settings.policy, Arc::from(*bytes), CollectorSource::BuiltIn, name).await;
+            built_ins.push(slot);
         }
+        let collection = Self {
+            runtime,
+            root,
+            policy: settings.policy.clone(),
+            built_ins,
+            plugin_dir: settings.plugin_dir.clone(),
+            plugins: tokio::sync::Mutex::new(BTreeMap::new()),
+            include_identifiers: settings.include_identifiers,
+        };
+        collection.refresh_plugins().await?;
 
-        if let Some(dir) = &settings.plugin_dir {
-            for path in runtime::plugin_files(dir)? {
-                let name = path.file_stem().map(|stem| stem.to_string_lossy().into_owned()).unwrap_or_default();
-                let bytes = match std::fs::read(&path) {
-                    Ok(bytes) => bytes,
-                    Err(error) => {
-                        load_failures
-                            .push(LoadFailure::new(&path, format!("failed to read the plugin: {error}")).named(name));
-                        continue;
-                    }
-                };
-                match load_one(&runtime, &bytes, CollectorSource::Plugin(path.clone()), &root) {
-                    Ok(plugin) => {
-                        if let Some(position) = collectors.iter().position(|known| known.info.name == plugin.info.name)
-                        {
-                            tracing::info!(collector = %plugin.info.name, plugin = %path.display(), "plugin replaces the collector of the same name");
-                            collectors.remove(position);
-                        }
-                        collectors.push(plugin);
-                    }
-                    Err(failure) => load_failures.push(failure.named(name)),
-                }
-            }
-        }
-
+        let slots = collection.slots().await;
         tracing::info!(
-            loaded = collectors.len(),
-            failed = load_failures.len(),
-            collectors = %collectors.iter().map(|collector| collector.info.name.as_str()).collect::<Vec<_>>().join(","),
+            allocator = %collection.runtime.allocator(),
+            policy = %collection.policy.origin(),
+            collectors = %slots.iter().map(|slot| slot.name()).collect::<Vec<_>>().join(","),
+            ready = slots.iter().filter(|slot| matches!(slot, Slot::Ready { .. })).count(),
             "collectors loaded"
         );
-        Ok(Self { runtime, root, collectors, load_failures, include_identifiers: settings.include_identifiers })
+        Ok(collection)
     }
 
     /// Returns the runtime the collectors were loaded into; the `nodes` collector
@@ -93,69 +145,202 @@ impl Collection {
         &self.runtime
     }
 
-    pub fn collectors(&self) -> &[LoadedCollector] {
-        &self.collectors
+    pub fn policy(&self) -> &Policy {
+        &self.policy
     }
 
-    /// Runs every collector once and merges the result.
-    pub fn collect(&self) -> NodeReport {
+    /// Returns the collectors of the next collection, in order: the built-ins
+    /// that no plugin replaces, then the plugins by file name.
+    pub async fn slots(&self) -> Vec<Slot> {
+        let plugins = self.plugins.lock().await;
+        let mut slots: Vec<Slot> = Vec::new();
+        let plugin_names: Vec<&str> = plugins
+            .values()
+            .filter(|file| !matches!(file.slot, Slot::Failed { .. }))
+            .map(|file| file.slot.name())
+            .collect();
+        for slot in &self.built_ins {
+            if plugin_names.contains(&slot.name()) {
+                tracing::debug!(collector = %slot.name(), "a plugin replaces the built-in collector of the same name");
+                continue;
+            }
+            slots.push(slot.clone());
+        }
+        for file in plugins.values() {
+            let duplicate = !matches!(file.slot, Slot::Failed { .. })
+                && slots
+                    .iter()
+                    .any(|known| known.source() != &CollectorSource::BuiltIn && known.name() == file.slot.name());
+            if duplicate {
+                slots.push(Slot::Failed {
+                    name: file.slot.name().to_owned(),
+                    source: file.slot.source().clone(),
+                    sha256: Some(file.sha256.clone()),
+                    duration: Duration::ZERO,
+                    message: format!(
+                        "another plugin already provides collector `{}`; remove one of the two files",
+                        file.slot.name()
+                    ),
+                });
+                continue;
+            }
+            slots.push(file.slot.clone());
+        }
+        slots
+    }
+
+    /// Reads the plugin directory and loads what changed since the last
+    /// read: new files, files whose SHA-256 differs, and removed files.
+    pub async fn refresh_plugins(&self) -> anyhow::Result<()> {
+        let Some(dir) = &self.plugin_dir else { return Ok(()) };
+        let paths = runtime::plugin_files(dir)?;
+        let mut plugins = self.plugins.lock().await;
+
+        let removed: Vec<PathBuf> = plugins.keys().filter(|path| !paths.contains(path)).cloned().collect();
+        for path in removed {
+            plugins.remove(&path);
+            tracing::info!(plugin = %path.display(), "plugin removed");
+        }
+
+        for path in paths {
+            let name = plugin_stem(&path);
+            let bytes = match tokio::fs::read(&path).await {
+                Ok(bytes) => bytes,
+                Err(error) => {
+                    let message = format!("failed to read the plugin: {error}");
+                    let slot = failed(name, CollectorSource::Plugin(path.clone()), None, Duration::ZERO, message);
+                    plugins.insert(path, PluginFile { sha256: String::new(), slot });
+                    continue;
+                }
+            };
+            let sha256 = runtime::sha256_hex(&bytes);
+            let previous = plugins.get(&path).map(|file| file.sha256.as_str());
+            if previous == Some(sha256.as_str()) {
+                continue;
+            }
+            let change = if previous.is_some() { "plugin replaced" } else { "plugin added" };
+            let slot =
+                load_slot(&self.runtime, &self.policy, Arc::from(bytes), CollectorSource::Plugin(path.clone()), &name)
+                    .await;
+            tracing::info!(plugin = %path.display(), collector = %slot.name(), sha256 = %sha256, "{change}");
+            plugins.insert(path, PluginFile { sha256, slot });
+        }
+        Ok(())
+    }
+
+    /// Reads the plugin directory again, runs every collector the policy
+    /// allows, each in its own store and task, and merges the results.
+    pub async fn collect(&self) -> NodeReport {
+        if let Err(error) = self.refresh_plugins().await {
+            tracing::warn!(error = %format!("{error:#}"), "failed to read the plugin directory; keeping the plugins loaded before");
+        }
         let options = CollectOptions { include_identifiers: self.include_identifiers };
-        let mut runs = self.runtime.collect_all(&self.collectors, &self.root, options);
-        runs.extend(self.load_failures.iter().map(CollectorRun::clone_failure));
+        let slots = self.slots().await;
+
+        let mut tasks = Vec::new();
+        for slot in &slots {
+            if let Slot::Ready { collector, grant } = slot {
+                let runtime = self.runtime.clone();
+                let root = self.root.clone();
+                let collector = collector.clone();
+                let grant = grant.clone();
+                tasks.push(tokio::spawn(async move { run_one(runtime, root, collector, grant, options).await }));
+            }
+        }
+
+        let mut runs = Vec::with_capacity(slots.len());
+        let mut tasks = tasks.into_iter();
+        for slot in &slots {
+            match slot.skipped_run() {
+                Some(run) => runs.push(run),
+                None => {
+                    let task = tasks.next().expect("one task per ready slot");
+                    runs.push(task.await.unwrap_or_else(|error| CollectorRun {
+                        name: slot.name().to_owned(),
+                        version: None,
+                        source: slot.source().clone(),
+                        duration: Duration::ZERO,
+                        result: Err(GuestFailure::error(format!("the task running this collector failed: {error}"))),
+                    }));
+                }
+            }
+        }
         merge(runs, self.include_identifiers)
     }
 }
 
-/// A collector that could not be loaded, before its name is known.
-struct LoadFailure {
-    source: CollectorSource,
-    duration: Duration,
-    message: String,
-}
-
-impl LoadFailure {
-    fn new(path: &std::path::Path, message: String) -> Self {
-        Self { source: CollectorSource::Plugin(path.to_path_buf()), duration: Duration::ZERO, message }
-    }
-
-    fn named(self, name: String) -> CollectorRun {
-        tracing::warn!(collector = %name, source = %self.source, error = %self.message, "failed to load collector");
-        CollectorRun {
-            name,
-            version: None,
-            source: self.source,
-            duration: self.duration,
-            result: Err(GuestFailure { status: CollectorStatus::Error, message: self.message }),
-        }
-    }
-}
-
-fn load_one(
-    runtime: &Runtime,
-    bytes: &[u8],
-    source: CollectorSource,
-    root: &HostRoot,
-) -> Result<LoadedCollector, LoadFailure> {
+/// Runs one collector: stages its grants on a blocking thread, then calls it.
+pub async fn run_one(
+    runtime: Runtime,
+    root: HostRoot,
+    collector: LoadedCollector,
+    grant: Grant,
+    options: CollectOptions,
+) -> CollectorRun {
     let started = Instant::now();
-    runtime.load(bytes, source.clone(), root).map_err(|error| LoadFailure {
-        source,
-        duration: started.elapsed(),
-        message: format!("failed to load: {error:#}"),
-    })
+    let read = grant.read.clone();
+    let grants = tokio::task::spawn_blocking(move || root.grants(&read)).await;
+    let grants = match grants {
+        Ok(Ok(grants)) => grants,
+        Ok(Err(error)) => return failed_run(&collector, started, format!("{error:#}")),
+        Err(error) => return failed_run(&collector, started, format!("the staging thread failed: {error}")),
+    };
+    let mut run = runtime.collect(&collector, &grants, grant.limits, options).await;
+    run.duration = started.elapsed();
+    // The staging directory is removed here, after the store is gone.
+    drop(grants);
+    run
 }
 
-impl CollectorRun {
-    /// Copies a load failure so it can be reported with every collection.
-    fn clone_failure(&self) -> CollectorRun {
-        CollectorRun {
-            name: self.name.clone(),
-            version: self.version.clone(),
-            source: self.source.clone(),
-            duration: self.duration,
-            result: match &self.result {
-                Ok(_) => Err(GuestFailure { status: CollectorStatus::Error, message: "not run".to_owned() }),
-                Err(failure) => Err(failure.clone()),
-            },
+fn failed_run(collector: &LoadedCollector, started: Instant, message: String) -> CollectorRun {
+    CollectorRun {
+        name: collector.info.name.clone(),
+        version: Some(collector.info.version.clone()),
+        source: collector.source.clone(),
+        duration: started.elapsed(),
+        result: Err(GuestFailure::error(message)),
+    }
+}
+
+/// Loads one component and applies the policy: its SHA-256 pin (plugins
+/// only: built-ins are part of the agent) and its capabilities.
+pub async fn load_slot(
+    runtime: &Runtime,
+    policy: &Policy,
+    bytes: Arc<[u8]>,
+    source: CollectorSource,
+    fallback_name: &str,
+) -> Slot {
+    let started = Instant::now();
+    let sha256 = runtime::sha256_hex(&bytes);
+    let collector = match runtime.load(bytes, source.clone(), policy.limits()).await {
+        Ok(collector) => collector,
+        Err(error) => {
+            let message = format!("failed to load: {error:#}");
+            tracing::warn!(collector = %fallback_name, %source, error = %message, "failed to load collector");
+            return failed(fallback_name.to_owned(), source, Some(sha256), started.elapsed(), message);
+        }
+    };
+    let name = collector.info.name.clone();
+    let pin = match &source {
+        CollectorSource::Plugin(_) => policy.check_pin(&name, &sha256),
+        CollectorSource::BuiltIn => Ok(()),
+    };
+    match pin.and_then(|()| policy.decide(&name, &collector.info.capabilities)) {
+        Ok(grant) => Slot::Ready { collector, grant },
+        Err(reason) => {
+            let reason = format!("not run: {reason}");
+            tracing::warn!(collector = %name, %source, %reason, "collector denied by the policy");
+            Slot::Denied { collector, reason }
         }
     }
+}
+
+fn failed(name: String, source: CollectorSource, sha256: Option<String>, duration: Duration, message: String) -> Slot {
+    Slot::Failed { name, source, sha256, duration, message }
+}
+
+/// Returns a plugin's file stem, its name until `info` returns the real one.
+fn plugin_stem(path: &Path) -> String {
+    path.file_stem().map(|stem| stem.to_string_lossy().into_owned()).unwrap_or_default()
 }

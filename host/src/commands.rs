@@ -27,15 +27,10 @@ pub enum CommandError {
     Failed(#[from] anyhow::Error),
 }
 
-/// Runs one collection on a blocking thread: the wasmtime calls are
-/// synchronous and must not stall the async runtime.
+/// Loads the collectors and runs one collection.
 pub async fn collect_report(settings: CollectSettings) -> anyhow::Result<NodeReport> {
-    tokio::task::spawn_blocking(move || {
-        let collection = Collection::load(&settings)?;
-        Ok(collection.collect())
-    })
-    .await
-    .context("the collection thread panicked")?
+    let collection = Collection::load(&settings).await?;
+    Ok(collection.collect().await)
 }
 
 pub async fn collect(command: CollectCommand) -> Result<(), CommandError> {
@@ -51,7 +46,7 @@ pub async fn collect(command: CollectCommand) -> Result<(), CommandError> {
 
 /// Writes to stdout. A closed pipe (`hw-agent collect | head`) is the
 /// reader's choice, not an error; other write errors are reported.
-fn write_stdout(text: &str) -> anyhow::Result<()> {
+pub fn write_stdout(text: &str) -> anyhow::Result<()> {
     use std::io::Write as _;
     let mut stdout = std::io::stdout().lock();
     match stdout.write_all(text.as_bytes()).and_then(|()| stdout.flush()) {

@@ -7,6 +7,8 @@ pub mod cli;
 pub mod cluster;
 pub mod collection;
 pub mod commands;
+pub mod plugins;
+pub mod policy;
 pub mod report;
 pub mod runtime;
 pub mod sources;

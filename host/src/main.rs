@@ -44,8 +44,13 @@ fn main() -> ExitCode {
             Command::Run(command) => commands::run(*command).await,
             Command::Credentials(command) => commands::credentials(command).await,
             Command::Crd => commands::crd(),
+            Command::Plugins(command) => hw_agent::plugins::plugins(command).await,
         }
     });
+    // A collector cancelled by its wall-clock timeout can leave a blocking
+    // thread stuck in a read that never returns (a FIFO, a hung device).
+    // Dropping the runtime would wait for it forever.
+    runtime.shutdown_timeout(std::time::Duration::from_secs(1));
 
     match result {
         Ok(()) => ExitCode::SUCCESS,

@@ -1,44 +1,29 @@
 //! What the host offers to collectors: read-only views of the host root.
 //!
-//! By default a collector can read `/sys`, a snapshot of selected `/proc` files
-//! and `/etc/os-release` of the host root (`/` on a machine, `/host` in the
-//! DaemonSet, a fixture directory in tests) and nothing else.
-//!
-//! `/proc` is never granted as a directory: `/proc/self` is the agent itself,
-//! and its `mem`, `environ` and `cmdline` would hand a collector the agent's
-//! secrets. Only the files in [`PROC_FILES`] are copied into a private
-//! directory that is granted as `/proc`.
+//! A collector can read only the paths its policy grant lists, below the host
+//! root (`/` on a machine, `/host` in the DaemonSet, a fixture directory in
+//! tests). A granted directory becomes a WASI preopen, so cap-std rejects
+//! every `..` or symlink that would leave it. A granted file, and every
+//! `/proc` path, is copied into a private staging directory instead: WASI
+//! preopens are directories, and `/proc` as a directory would include
+//! `/proc/self`, whose `mem`, `environ` and `cmdline` hold the agent's secrets.
 
+use std::collections::VecDeque;
+use std::ffi::OsString;
 use std::fs;
 use std::path::{Component, Path, PathBuf};
 
 use anyhow::Context as _;
 
-/// Directories granted as WASI preopens, relative to the host root.
-// NOTE: `/sys` is granted whole. It describes hardware, but a host that
-// exposes firmware variables or debugfs there exposes them to collectors.
-const GRANTED_DIRS: &[&str] = &["sys"];
+use crate::policy::forbidden_reason;
 
-/// `/proc` files copied into the collectors' `/proc` snapshot, relative to
-/// the host root. A trailing `/*/NAME` entry copies `NAME` from each
-/// subdirectory, as for the NVIDIA driver's per-GPU files.
-// TODO: let operators grant more /proc files per collector.
-const PROC_FILES: &[&str] = &[
-    "proc/cpuinfo",
-    "proc/meminfo",
-    "proc/sys/kernel/hostname",
-    "proc/sys/kernel/osrelease",
-    "proc/sys/kernel/version",
-    "proc/sys/kernel/arch",
-    "proc/driver/nvidia/version",
-    "proc/driver/nvidia/gpus/*/information",
-];
+/// Largest file copied into the staging directory, in bytes.
+const STAGED_FILE_MAX_BYTES: u64 = 4 << 20;
 
-/// Largest `/proc` file copied into the snapshot, in bytes.
-const PROC_FILE_MAX_BYTES: u64 = 4 << 20;
-
-/// os-release(5) locations, in the order the specification gives.
-const OS_RELEASE: &[&str] = &["etc/os-release", "usr/lib/os-release"];
+/// Most files copied from one granted `/proc` directory, and how deep the
+/// copy descends. `/proc/driver/nvidia` has a few files per GPU.
+const STAGED_DIR_MAX_FILES: usize = 512;
+const STAGED_DIR_MAX_DEPTH: usize = 6;
 
 /// Name prefix of the per-collection staging directories in the temp dir.
 const STAGING_PREFIX: &str = "hw-agent-grants-";
@@ -110,104 +95,175 @@ impl HostRoot {
         Ok(Self { root })
     }
 
-    /// Builds the preopens for one collection. A granted directory missing
+    pub fn path(&self) -> &Path {
+        &self.root
+    }
+
+    /// Builds the filesystem grants for one call from the granted guest
+    /// paths (absolute, normalised, none inside another). A path missing
     /// from the root is left out, so the guest gets "not found", as it would
     /// on a machine without it.
-    pub fn grants(&self) -> anyhow::Result<FilesystemGrants> {
+    pub fn grants(&self, read: &[String]) -> anyhow::Result<FilesystemGrants> {
         let mut preopens = Vec::new();
-        for dir in GRANTED_DIRS {
-            let host = self.root.join(dir);
+        let mut staging: Option<tempfile::TempDir> = None;
+        for guest in read {
+            let relative = Path::new(guest.trim_start_matches('/'));
+            let Some(host) = self.resolve_granted(guest) else {
+                tracing::debug!(path = %guest, "granted path missing from the host root, leaving it, or forbidden");
+                continue;
+            };
+            let in_proc = host.starts_with(self.root.join("proc"));
+            if !in_proc && host.is_dir() {
+                preopens.push(Preopen { host, guest: guest.clone() });
+                continue;
+            }
+            let staging = match &mut staging {
+                Some(staging) => staging,
+                None => staging.insert(
+                    tempfile::Builder::new()
+                        .prefix(STAGING_PREFIX)
+                        .tempdir()
+                        .context("failed to create the staging directory for granted files")?,
+                ),
+            };
+            let target = staging.path().join(relative);
             if host.is_dir() {
-                preopens.push(Preopen { host, guest: format!("/{dir}") });
+                let mut budget = STAGED_DIR_MAX_FILES;
+                copy_tree(&host, &target, guest, STAGED_DIR_MAX_DEPTH, &mut budget)?;
             } else {
-                tracing::debug!(path = %host.display(), "granted directory missing from the host root");
+                stage_file(&host, &target, guest)?;
             }
         }
 
-        // WASI preopens are directories. A private staging directory carries
-        // the /proc snapshot and os-release, so neither all of /proc nor all
-        // of /etc is exposed.
-        let staging = tempfile::Builder::new()
-            .prefix(STAGING_PREFIX)
-            .tempdir()
-            .context("failed to create the staging directory for /proc and /etc")?;
-        let proc_dir = staging.path().join("proc");
-        fs::create_dir_all(&proc_dir).context("failed to create the /proc snapshot")?;
-        self.copy_proc_files(staging.path())?;
-        preopens.push(Preopen { host: proc_dir, guest: "/proc".to_owned() });
-
-        if let Some(text) = self.read_os_release() {
-            let etc = staging.path().join("etc");
-            fs::create_dir_all(&etc).context("failed to create the os-release staging directory")?;
-            fs::write(etc.join("os-release"), text).context("failed to stage os-release")?;
-            preopens.push(Preopen { host: etc, guest: "/etc".to_owned() });
+        // Each top-level directory of the staging tree becomes one preopen.
+        if let Some(staging) = &staging {
+            let mut tops: Vec<_> = fs::read_dir(staging.path())
+                .context("failed to list the staging directory")?
+                .filter_map(Result::ok)
+                .map(|entry| entry.file_name())
+                .collect();
+            tops.sort();
+            for top in tops {
+                preopens
+                    .push(Preopen { host: staging.path().join(&top), guest: format!("/{}", top.to_string_lossy()) });
+            }
         }
-        let staging = Some(staging);
-
         Ok(FilesystemGrants { preopens, _staging: staging })
     }
 
-    /// Copies the allowlisted `/proc` files that exist below the root into
-    /// `staging`, keeping their relative paths.
-    fn copy_proc_files(&self, staging: &Path) -> anyhow::Result<()> {
-        for pattern in PROC_FILES {
-            let sources: Vec<PathBuf> = match pattern.split_once("/*/") {
-                Some((parent, name)) => fs::read_dir(self.root.join(parent))
-                    .map(|entries| {
-                        entries
-                            .filter_map(Result::ok)
-                            .map(|entry| Path::new(parent).join(entry.file_name()).join(name))
-                            .collect()
-                    })
-                    .unwrap_or_default(),
-                None => vec![PathBuf::from(pattern)],
-            };
-            for relative in sources {
-                let Some(contents) = self.read_regular_file(&relative) else { continue };
-                let target = staging.join(&relative);
-                if let Some(parent) = target.parent() {
-                    fs::create_dir_all(parent).with_context(|| format!("failed to stage {}", relative.display()))?;
-                }
-                fs::write(&target, contents).with_context(|| format!("failed to stage {}", relative.display()))?;
-            }
+    /// Resolves a granted guest path in the root. `None` when it is missing,
+    /// or resolves to a forbidden path: a symlink such as
+    /// `/proc/mounts -> self/mounts` leads into the agent's own process
+    /// directory. `/etc/os-release` falls back to `/usr/lib/os-release`, as
+    /// os-release(5) specifies.
+    fn resolve_granted(&self, guest: &str) -> Option<PathBuf> {
+        let mut candidates = vec![guest];
+        if guest == "/etc/os-release" {
+            candidates.push("/usr/lib/os-release");
         }
-        Ok(())
-    }
-
-    fn read_os_release(&self) -> Option<Vec<u8>> {
-        OS_RELEASE.iter().find_map(|relative| self.read_regular_file(Path::new(relative)))
-    }
-
-    /// Reads a file below the root, bounded in size, or `None` when it is
-    /// missing, unreadable or not a regular file. A FIFO or device would
-    /// block or stream forever.
-    fn read_regular_file(&self, relative: &Path) -> Option<Vec<u8>> {
-        let path = resolve_in_root(&self.root, relative)?;
-        fs::metadata(&path).ok().filter(fs::Metadata::is_file)?;
-        read_bounded(&path, PROC_FILE_MAX_BYTES).ok()
+        candidates.into_iter().find_map(|candidate| {
+            let host = resolve_in_root(&self.root, Path::new(candidate.trim_start_matches('/')))?;
+            let relative = host.strip_prefix(&self.root).ok()?;
+            let resolved = format!("/{}", relative.to_string_lossy());
+            if forbidden_reason(&resolved).is_some() || resolved == "/proc" {
+                return None;
+            }
+            host.exists().then_some(host)
+        })
     }
 }
 
-/// Resolves `relative` below `root`, following symlinks as if `root` were
-/// `/`: an absolute target such as `/usr/lib/os-release` is taken relative
-/// to the root, and nothing may resolve outside it. Returns `None` for a
-/// missing file, a loop or an escape.
-pub fn resolve_in_root(root: &Path, relative: &Path) -> Option<PathBuf> {
-    let mut current = normalize(relative)?;
-    for _ in 0..MAX_SYMLINK_HOPS {
-        let path = root.join(&current);
-        let metadata = fs::symlink_metadata(&path).ok()?;
-        if !metadata.file_type().is_symlink() {
-            return Some(path);
-        }
-        let target = fs::read_link(&path).ok()?;
-        current = if target.is_absolute() {
-            normalize(target.strip_prefix("/").ok()?)?
-        } else {
-            normalize(&current.parent().unwrap_or(Path::new("")).join(target))?
-        };
+/// Copies one regular file, bounded in size. A FIFO or device would block
+/// or stream forever, so anything else is skipped.
+fn stage_file(host: &Path, target: &Path, guest: &str) -> anyhow::Result<()> {
+    if !fs::metadata(host).is_ok_and(|metadata| metadata.is_file()) {
+        tracing::debug!(path = %guest, "granted path is not a regular file or directory; skipped");
+        return Ok(());
     }
-    None
+    let Ok(contents) = read_bounded(host, STAGED_FILE_MAX_BYTES) else {
+        tracing::debug!(path = %guest, "granted file is unreadable; skipped");
+        return Ok(());
+    };
+    if let Some(parent) = target.parent() {
+        fs::create_dir_all(parent).with_context(|| format!("failed to stage {guest}"))?;
+    }
+    fs::write(target, contents).with_context(|| format!("failed to stage {guest}"))
+}
+
+/// Copies the regular files below a directory, without following symlinks,
+/// at most `depth` levels down and `budget` files in all.
+fn copy_tree(host: &Path, target: &Path, guest: &str, depth: usize, budget: &mut usize) -> anyhow::Result<()> {
+    fs::create_dir_all(target).with_context(|| format!("failed to stage {guest}"))?;
+    let Ok(entries) = fs::read_dir(host) else { return Ok(()) };
+    for entry in entries.filter_map(Result::ok) {
+        let Ok(kind) = entry.file_type() else { continue };
+        let name = entry.file_name();
+        let child_guest = format!("{guest}/{}", name.to_string_lossy());
+        if forbidden_reason(&child_guest).is_some() {
+            continue;
+        }
+        if kind.is_dir() && depth > 0 {
+            copy_tree(&entry.path(), &target.join(&name), &child_guest, depth - 1, budget)?;
+        } else if kind.is_file() {
+            if *budget == 0 {
+                tracing::debug!(path = %guest, limit = STAGED_DIR_MAX_FILES, "staging file limit reached");
+                return Ok(());
+            }
+            *budget -= 1;
+            stage_file(&entry.path(), &target.join(&name), &child_guest)?;
+        }
+    }
+    Ok(())
+}
+
+/// Resolves `relative` below `root` one component at a time, following
+/// symlinks as if `root` were `/`: an absolute target such as
+/// `/usr/lib/os-release` is taken relative to the root, and nothing may
+/// resolve outside it. Returns `None` for a missing file, a loop or an escape.
+pub fn resolve_in_root(root: &Path, relative: &Path) -> Option<PathBuf> {
+    let mut pending: VecDeque<OsString> = components(relative)?;
+    let mut resolved = PathBuf::new();
+    let mut hops = 0;
+    while let Some(part) = pending.pop_front() {
+        if part == ".." {
+            if !resolved.pop() {
+                return None;
+            }
+            continue;
+        }
+        let candidate = root.join(&resolved).join(&part);
+        let metadata = fs::symlink_metadata(&candidate).ok()?;
+        if !metadata.file_type().is_symlink() {
+            resolved.push(&part);
+            continue;
+        }
+        hops += 1;
+        if hops > MAX_SYMLINK_HOPS {
+            return None;
+        }
+        let target = fs::read_link(&candidate).ok()?;
+        if target.is_absolute() {
+            resolved = PathBuf::new();
+        }
+        let mut expanded = components(&target)?;
+        expanded.extend(pending);
+        pending = expanded;
+    }
+    Some(root.join(resolved))
+}
+
+/// Splits a path into its normal and `..` components.
+fn components(path: &Path) -> Option<VecDeque<OsString>> {
+    let mut parts = VecDeque::new();
+    for component in path.components() {
+        match component {
+            Component::Normal(part) => parts.push_back(part.to_owned()),
+            Component::ParentDir => parts.push_back(OsString::from("..")),
+            Component::CurDir | Component::RootDir => {}
+            Component::Prefix(_) => return None,
+        }
+    }
+    Some(parts)
 }
 
 /// Reads at most `max_bytes` of a file. /proc files report size 0, so the
@@ -217,22 +273,6 @@ fn read_bounded(path: &Path, max_bytes: u64) -> std::io::Result<Vec<u8>> {
     let mut contents = Vec::new();
     fs::File::open(path)?.take(max_bytes).read_to_end(&mut contents)?;
     Ok(contents)
-}
-
-/// Removes `.` and `..` lexically; `None` when `..` would climb above the start.
-fn normalize(path: &Path) -> Option<PathBuf> {
-    let mut parts: Vec<&std::ffi::OsStr> = Vec::new();
-    for component in path.components() {
-        match component {
-            Component::Normal(part) => parts.push(part),
-            Component::CurDir | Component::RootDir => {}
-            Component::ParentDir => {
-                parts.pop()?;
-            }
-            Component::Prefix(_) => return None,
-        }
-    }
-    Some(parts.iter().collect())
 }
 
 #[cfg(test)]
@@ -275,29 +315,73 @@ mod tests {
         assert_eq!(resolve_in_root(root.path(), Path::new("etc/os-release")), None);
     }
 
+    fn granted(read: &[&str]) -> Vec<String> {
+        read.iter().map(|path| (*path).to_owned()).collect()
+    }
+
     #[test]
-    fn grants_skip_missing_directories() {
+    fn grants_skip_missing_paths() {
         let root = tempfile::tempdir().expect("temporary directory");
         fs::create_dir_all(root.path().join("proc")).expect("create proc");
-        let grants = HostRoot::new(root.path()).expect("root").grants().expect("grants");
+        fs::write(root.path().join("proc/cpuinfo"), "processor : 0\n").expect("write cpuinfo");
+        let grants = HostRoot::new(root.path())
+            .expect("root")
+            .grants(&granted(&["/etc/os-release", "/proc/cpuinfo", "/sys"]))
+            .expect("grants");
         let guests: Vec<&str> = grants.preopens.iter().map(|preopen| preopen.guest.as_str()).collect();
         assert_eq!(guests, vec!["/proc"], "no /sys and no os-release in this root");
     }
 
     #[test]
-    fn proc_snapshot_has_only_allowlisted_files() {
+    fn proc_grants_copy_only_requested_files() {
         let root = tempfile::tempdir().expect("temporary directory");
         fs::create_dir_all(root.path().join("proc/self")).expect("create proc/self");
         fs::create_dir_all(root.path().join("proc/driver/nvidia/gpus/0000:17:00.0")).expect("create nvidia dirs");
         fs::write(root.path().join("proc/cpuinfo"), "processor : 0\n").expect("write cpuinfo");
+        fs::write(root.path().join("proc/meminfo"), "MemTotal: 1 kB\n").expect("write meminfo");
         fs::write(root.path().join("proc/self/environ"), "AIOD_CLIENT_SECRET=x").expect("write environ");
+        std::os::unix::fs::symlink("self/environ", root.path().join("proc/environ-link")).expect("symlink");
         fs::write(root.path().join("proc/driver/nvidia/gpus/0000:17:00.0/information"), "Model: X\n")
             .expect("write info");
 
-        let grants = HostRoot::new(root.path()).expect("root").grants().expect("grants");
+        let grants = HostRoot::new(root.path())
+            .expect("root")
+            .grants(&granted(&["/proc/cpuinfo", "/proc/driver/nvidia", "/proc/environ-link"]))
+            .expect("grants");
         let proc = &grants.preopens.iter().find(|preopen| preopen.guest == "/proc").expect("/proc grant").host;
         assert!(proc.join("cpuinfo").is_file());
         assert!(proc.join("driver/nvidia/gpus/0000:17:00.0/information").is_file());
+        assert!(!proc.join("meminfo").exists(), "only requested files are copied");
         assert!(!proc.join("self").exists(), "/proc/self must never reach a collector");
+        assert!(!proc.join("environ-link").exists(), "a link into /proc/self is not followed");
+    }
+
+    #[test]
+    fn directory_grant_is_a_preopen() {
+        let root = tempfile::tempdir().expect("temporary directory");
+        fs::create_dir_all(root.path().join("sys/class/net")).expect("create sys");
+        fs::create_dir_all(root.path().join("etc")).expect("create etc");
+        fs::write(root.path().join("etc/os-release"), "ID=test\n").expect("write os-release");
+        let grants = HostRoot::new(root.path())
+            .expect("root")
+            .grants(&granted(&["/etc/os-release", "/sys/class"]))
+            .expect("grants");
+        let sys = grants.preopens.iter().find(|preopen| preopen.guest == "/sys/class").expect("/sys/class grant");
+        assert_eq!(sys.host, root.path().join("sys/class"));
+        let etc = grants.preopens.iter().find(|preopen| preopen.guest == "/etc").expect("/etc grant");
+        assert_eq!(fs::read_dir(&etc.host).expect("staged etc").count(), 1, "only os-release is staged");
+    }
+
+    #[test]
+    fn intermediate_symlink_cannot_leave_root() {
+        let root = tempfile::tempdir().expect("temporary directory");
+        let outside = tempfile::tempdir().expect("outside directory");
+        fs::write(outside.path().join("secret"), "leak").expect("write secret");
+        fs::create_dir_all(root.path().join("sys")).expect("create sys");
+        std::os::unix::fs::symlink(outside.path(), root.path().join("sys/escape")).expect("symlink");
+        assert_eq!(resolve_in_root(root.path(), Path::new("sys/escape/secret")), None);
+        let grants =
+            HostRoot::new(root.path()).expect("root").grants(&granted(&["/sys/escape/secret"])).expect("grants");
+        assert!(grants.preopens.is_empty());
     }
 }

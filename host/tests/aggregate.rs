@@ -16,7 +16,6 @@ use hw_agent::cluster::aggregate::{
 };
 use hw_agent::cluster::crd::{NodeHardwareReport, NodeHardwareReportSpec, ReportSummary};
 use hw_agent::cluster::nodes::{ClusterNode, NodeAccelerators, Resources};
-use hw_agent::collection::Collection;
 use hw_agent::report::model::{AgentInfo, NodeReport};
 
 const ROOTS: [&str; 4] = ["intel-xeon-2s-nvidia", "amd-epyc-instinct", "arm64-ampere-altra", "intel-hybrid-laptop"];
@@ -25,9 +24,7 @@ fn fixture_reports() -> Vec<NodeReport> {
     let cache = tempfile::tempdir().expect("cache dir");
     ROOTS
         .iter()
-        .map(|root| {
-            Collection::load(&common::settings(&common::fixture(root), None, cache.path())).expect("loads").collect()
-        })
+        .map(|root| common::collect_once(&common::settings(&common::fixture(root), None, cache.path())))
         .collect()
 }
 

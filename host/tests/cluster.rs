@@ -60,10 +60,10 @@ pub fn node(name: &str, gpus: u32) -> Value {
     })
 }
 
-fn fixture_report(root: &str) -> NodeReport {
+async fn fixture_report(root: &str) -> NodeReport {
     let cache = tempfile::tempdir().expect("cache dir");
     let settings = common::settings(&common::fixture(root), None, cache.path());
-    Collection::load(&settings).expect("collectors load").collect()
+    Collection::load(&settings).await.expect("collectors load").collect().await
 }
 
 fn lines(fake: &FakeCluster) -> Vec<String> {
@@ -77,7 +77,7 @@ async fn node_report_is_written_only_when_it_changes() {
     let (fake, connection, _dir) = cluster().await;
     fake.add_node(node("node-1", 4));
     let node_uid = fake.object("/api/v1/nodes/node-1").expect("node stored")["metadata"]["uid"].clone();
-    let report = tokio::task::spawn_blocking(|| fixture_report("intel-xeon-2s-nvidia")).await.expect("collects");
+    let report = fixture_report("intel-xeon-2s-nvidia").await;
     let mut publisher = Publisher::new(connection.client.clone(), "node-1");
     fake.clear_requests();
 
@@ -149,7 +149,7 @@ async fn connection_delete(connection: &Connection, name: &str) -> Result<(), ku
 #[tokio::test]
 async fn report_of_a_missing_node_is_not_published() {
     let (fake, connection, _dir) = cluster().await;
-    let report = tokio::task::spawn_blocking(|| fixture_report("amd-epyc-instinct")).await.expect("collects");
+    let report = fixture_report("amd-epyc-instinct").await;
     let mut publisher = Publisher::new(connection.client.clone(), "ghost");
     let error = publisher.publish(&report).await.expect_err("no such node");
     assert!(matches!(error, PublishError::NoSuchNode(ref name) if name == "ghost"), "{error}");
@@ -162,7 +162,7 @@ async fn denied_patch_names_the_rule_to_add() {
     let (fake, connection, _dir) = cluster().await;
     fake.add_node(node("node-1", 0));
     fake.deny("patch", "hw-agent.aiod.eu", "nodehardwarereports");
-    let report = tokio::task::spawn_blocking(|| fixture_report("arm64-ampere-altra")).await.expect("collects");
+    let report = fixture_report("arm64-ampere-altra").await;
     let error = Publisher::new(connection.client.clone(), "node-1").publish(&report).await.expect_err("denied");
     let text = error.to_string();
     assert!(text.contains("denied patch nodehardwarereports.hw-agent.aiod.eu `node-1`:"), "{text}");
@@ -178,7 +178,7 @@ async fn unreachable_api_server_is_reported_as_such() {
     let (fake, connection, _dir) = cluster().await;
     fake.add_node(node("node-1", 0));
     fake.shutdown().await;
-    let report = tokio::task::spawn_blocking(|| fixture_report("arm64-ampere-altra")).await.expect("collects");
+    let report = fixture_report("arm64-ampere-altra").await;
     let error = Publisher::new(connection.client.clone(), "node-1").publish(&report).await.expect_err("down");
     let text = error.to_string();
     assert!(text.contains("cannot reach the Kubernetes API server"), "{text}");
@@ -417,15 +417,24 @@ fn private(path: &Path) -> bool {
     std::fs::metadata(path).map(|meta| meta.permissions().mode() & 0o077 == 0).unwrap_or(false)
 }
 
-#[test]
-fn nodes_component_reads_capacity_and_accelerators() {
-    use hw_agent::cluster::nodes::{ClusterNode, node_collector_limits, node_object};
-    use hw_agent::runtime::{ComponentCache, GuestLimits, NODES_COMPONENT, Runtime};
+#[tokio::test]
+async fn nodes_component_reads_capacity_and_accelerators() {
+    use hw_agent::cluster::nodes::{ClusterNode, node_object};
+    use hw_agent::policy::Policy;
+    use hw_agent::runtime::{ComponentCache, NODES_COMPONENT, Runtime, RuntimeOptions};
 
     let cache = tempfile::tempdir().expect("cache");
-    let runtime =
-        Runtime::new(GuestLimits::default(), ComponentCache::new(Some(cache.path().to_path_buf()))).expect("runtime");
-    let collector = runtime.load_node_collector(NODES_COMPONENT).expect("the nodes component loads");
+    let runtime = Runtime::new(RuntimeOptions {
+        cache: ComponentCache::new(Some(cache.path().to_path_buf())),
+        pooling: true,
+        max_memory_bytes: 512 << 20,
+        max_table_elements: 20_000,
+    })
+    .expect("runtime");
+    let collector = runtime.load_node_collector(NODES_COMPONENT).await.expect("the nodes component loads");
+    let policy = Policy::built_in();
+    let grant = policy.decide("nodes", &collector.info.capabilities).expect("the built-in policy grants nodes");
+    assert!(grant.node_list);
     assert_eq!(collector.info.name, "nodes");
     let mut control_plane = node("cp-1", 0);
     control_plane["metadata"]["labels"]["node-role.kubernetes.io/control-plane"] = json!("");
@@ -435,9 +444,7 @@ fn nodes_component_reads_capacity_and_accelerators() {
         .map(|value| serde_json::from_value(value).expect("a valid Node"))
         .collect();
     let objects = nodes.iter().map(node_object).collect();
-    let records = runtime
-        .collect_nodes(&collector, objects, node_collector_limits(GuestLimits::default()))
-        .expect("the nodes collector runs");
+    let records = runtime.collect_nodes(&collector, objects, grant.limits).await.expect("the nodes collector runs");
     let records: Vec<ClusterNode> = records.into_iter().map(ClusterNode::from).collect();
     assert_eq!(records.len(), 2);
     let gpu = &records[0];
@@ -456,13 +463,13 @@ fn nodes_component_reads_capacity_and_accelerators() {
     assert_eq!(cp.taints.len(), 1);
 }
 
-#[test]
-fn plugin_importing_the_cluster_interface_is_rejected() {
+#[tokio::test]
+async fn plugin_importing_the_cluster_interface_is_rejected() {
     let plugins = tempfile::tempdir().expect("plugin dir");
     std::fs::write(plugins.path().join("nodes-copy.wasm"), hw_agent::runtime::NODES_COMPONENT).expect("plugin written");
     let cache = tempfile::tempdir().expect("cache");
     let settings = common::settings(&common::fixture("arm64-ampere-altra"), Some(plugins.path()), cache.path());
-    let report = Collection::load(&settings).expect("the built-in collectors still load").collect();
+    let report = Collection::load(&settings).await.expect("the built-in collectors still load").collect().await;
     let failed =
         report.collectors.iter().find(|collector| collector.name == "nodes-copy").expect("a load failure entry");
     let error = failed.error.as_deref().unwrap_or_default();

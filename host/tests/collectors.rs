@@ -5,13 +5,12 @@ mod common;
 
 use std::fs;
 
-use hw_agent::collection::Collection;
 use hw_agent::report::model::{CollectorStatus, NodeReport};
 
 fn collect(root_name: &str) -> NodeReport {
     let cache = tempfile::tempdir().expect("cache directory");
     let settings = common::settings(&common::fixture(root_name), None, cache.path());
-    Collection::load(&settings).expect("collectors load").collect()
+    common::collect_once(&settings)
 }
 
 fn assert_all_ok(report: &NodeReport) {
@@ -102,7 +101,7 @@ fn hybrid_laptop_reports_core_types() {
 fn this_machine_matches_kernel() {
     let cache = tempfile::tempdir().expect("cache directory");
     let settings = common::settings(std::path::Path::new("/"), None, cache.path());
-    let report = Collection::load(&settings).expect("collectors load").collect();
+    let report = common::collect_once(&settings);
     assert_all_ok(&report);
 
     let cpuinfo = fs::read_to_string("/proc/cpuinfo").expect("read /proc/cpuinfo");

@@ -185,14 +185,3 @@ impl From<runtime::NodeRecord> for ClusterNode {
         }
     }
 }
-
-/// Limits of the `nodes` collector: a 5,000-node list with labels is tens
-/// of megabytes in the guest, far above one machine's facts.
-pub fn node_collector_limits(base: runtime::GuestLimits) -> runtime::GuestLimits {
-    runtime::GuestLimits {
-        memory_bytes: base.memory_bytes.max(512 << 20),
-        output_bytes: base.output_bytes.max(64 << 20),
-        deadline_ms: base.deadline_ms.max(10_000),
-        ..base
-    }
-}

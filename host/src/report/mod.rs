@@ -264,6 +264,7 @@ fn status_word(status: CollectorStatus) -> &'static str {
         CollectorStatus::Error => "failed",
         CollectorStatus::Timeout => "timed out",
         CollectorStatus::LimitExceeded => "exceeded a limit",
+        CollectorStatus::Denied => "was denied by the policy",
     }
 }
 

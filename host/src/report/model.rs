@@ -189,10 +189,13 @@ pub enum CollectorStatus {
     Ok,
     /// The collector returned an error, trapped, or could not be loaded.
     Error,
-    /// The collector ran past its run-time deadline.
+    /// The collector ran past its run-time deadline or wall-clock timeout.
     Timeout,
-    /// The collector hit a memory, table or output limit.
+    /// The collector hit a memory, table, stack, handle, record or output limit.
     LimitExceeded,
+    /// The policy did not grant a capability the collector requested, or the
+    /// plugin did not match its SHA-256 pin, so it was not run.
+    Denied,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]

@@ -253,6 +253,7 @@ fn status_label(status: CollectorStatus) -> &'static str {
         CollectorStatus::Error => "error",
         CollectorStatus::Timeout => "timeout",
         CollectorStatus::LimitExceeded => "limit_exceeded",
+        CollectorStatus::Denied => "denied",
     }
 }
 

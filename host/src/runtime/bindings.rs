@@ -7,14 +7,34 @@ use crate::report::model::{
 };
 use crate::report::{OsFacts, Partial};
 
+// Exports are async so a guest call can be cancelled by a tokio timeout
+// while it waits in a host call. Imports stay synchronous: they never block.
 wasmtime::component::bindgen!({
     world: "collector",
     path: "../wit",
+    exports: { default: async },
 });
 
 use aiod::hw_agent::types as wit;
 
 pub use aiod::hw_agent::logging::Level as GuestLogLevel;
+pub use wit::Capability;
+
+/// Counts the records of a result: list elements of the typed categories
+/// plus attributes. Strings inside a record (CPU flags) are bytes, not
+/// records, and are bounded by the output limit.
+pub fn record_count(report: &wit::PartialReport) -> usize {
+    let cpu = report.cpu.as_ref().map_or(0, |cpu| {
+        cpu.numa_nodes.len()
+            + cpu.packages.iter().map(|package| 1 + package.caches.len() + package.core_types.len()).sum::<usize>()
+    });
+    let memory = report.memory.as_ref().map_or(0, |memory| memory.hugepages.len());
+    cpu + memory
+        + report.accelerators.as_ref().map_or(0, Vec::len)
+        + report.storage.as_ref().map_or(0, Vec::len)
+        + report.network.as_ref().map_or(0, Vec::len)
+        + report.attributes.len()
+}
 
 impl From<wit::PartialReport> for Partial {
     fn from(report: wit::PartialReport) -> Self {
@@ -180,6 +200,7 @@ pub mod node_world {
     wasmtime::component::bindgen!({
         world: "node-collector",
         path: "../wit",
+        exports: { default: async },
         with: {
             "aiod:hw-agent/types": super::aiod::hw_agent::types,
             "aiod:hw-agent/logging": super::aiod::hw_agent::logging,

@@ -4,25 +4,47 @@
 
 use std::fmt;
 
-/// Bounds applied to every collector run.
+/// Bounds applied to one collector call. The policy file sets defaults and
+/// per-collector overrides.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct GuestLimits {
     /// Maximum size of each linear memory, in bytes.
     pub memory_bytes: usize,
     /// Maximum number of elements in each table.
     pub table_elements: usize,
-    /// Run-time budget of one call into the guest, in milliseconds of
-    /// wall-clock time, enforced through epoch interruption to one epoch tick.
-    // NOTE: a guest blocked inside a host call (a slow file read) is not
-    // interrupted until the call returns; only guest code checks the epoch.
+    /// Run-time budget of the guest's own code in one call, in milliseconds,
+    /// counted in epoch ticks while guest code runs. Time the guest spends
+    /// waiting in a host call (a slow file read) is not counted here but in
+    /// `timeout_ms`.
     pub deadline_ms: u64,
+    /// Wall-clock budget of one call, host calls included, in milliseconds.
+    /// A tokio timeout drops the guest when it passes, even when it is
+    /// blocked in a host call that never returns.
+    pub timeout_ms: u64,
     /// Maximum size of a collector's result, as serialised JSON, in bytes.
     pub output_bytes: usize,
+    /// Maximum number of records in a result: list elements of the typed
+    /// categories plus attributes, or node records.
+    pub max_records: usize,
+    /// Maximum number of resource handles the guest has open at once:
+    /// files, directories and streams.
+    pub max_handles: usize,
+    /// Log records the guest may send per call; more are counted and dropped.
+    pub log_records: usize,
 }
 
 impl Default for GuestLimits {
     fn default() -> Self {
-        Self { memory_bytes: 64 << 20, table_elements: 20_000, deadline_ms: 2_000, output_bytes: 4 << 20 }
+        Self {
+            memory_bytes: 64 << 20,
+            table_elements: 20_000,
+            deadline_ms: 2_000,
+            timeout_ms: 10_000,
+            output_bytes: 4 << 20,
+            max_records: 65_536,
+            max_handles: 1_024,
+            log_records: 200,
+        }
     }
 }
 
@@ -77,16 +99,22 @@ impl wasmtime::ResourceLimiter for GuestLimiter {
     }
 
     fn instances(&self) -> usize {
-        // A component instantiates a handful of core modules (its own code,
-        // the WASI adapter, shims).
-        64
+        MAX_CORE_INSTANCES
     }
 
     fn tables(&self) -> usize {
-        64
+        MAX_TABLES
     }
 
     fn memories(&self) -> usize {
-        16
+        MAX_MEMORIES
     }
 }
+
+/// Core instances one component may create. A component instantiates a
+/// handful of core modules (its own code, the WASI adapter, shims).
+pub const MAX_CORE_INSTANCES: usize = 64;
+/// Tables one component may create.
+pub const MAX_TABLES: usize = 64;
+/// Linear memories one component may create.
+pub const MAX_MEMORIES: usize = 16;

@@ -1,9 +1,12 @@
 //! The collector runtime: the only code that touches wasmtime.
 //!
 //! Every call into a guest goes through [`Runtime::call_guest`], which builds
-//! a fresh `Store` with memory and table limits, an epoch deadline and the
-//! filesystem grants, and turns any trap into a typed [`GuestFailure`]. A
-//! store without those limits cannot be built anywhere else.
+//! a fresh `Store` with memory, table and handle limits, a run-time deadline
+//! on the guest's own code, a wall-clock tokio timeout around the whole call
+//! (host calls included) and the filesystem grants, and turns any trap into a
+//! typed [`GuestFailure`]. A store without those limits cannot be built
+//! anywhere else, and a store is never used for a second call, so a trapped
+//! instance is never reused.
 
 mod bindings;
 mod cache;
@@ -16,38 +19,49 @@ use std::thread;
 use std::time::{Duration, Instant};
 
 use anyhow::Context as _;
-use wasmtime::component::{Component, HasSelf, Linker, ResourceTable};
-use wasmtime::{Config, Engine, Store, Trap};
+use sha2::{Digest as _, Sha256};
+use wasmtime::component::{Component, HasSelf, Linker, ResourceTable, ResourceTableError};
+use wasmtime::{Config, Engine, InstanceAllocationStrategy, PoolingAllocationConfig, Store, Trap, UpdateDeadline};
 use wasmtime_wasi::p2::pipe::MemoryOutputPipe;
 use wasmtime_wasi::{FsPerms, WasiCtx, WasiCtxBuilder, WasiCtxView, WasiView};
 
 use crate::report::Partial;
 use crate::report::model::CollectorStatus;
-use crate::sources::{FilesystemGrants, HostRoot};
+use crate::sources::FilesystemGrants;
 
 pub use bindings::node_world::{
     AcceleratorResource, ExtendedResource, KeyValue, NodeCondition, NodeObject, NodeRecord, NodeSystemInfo, NodeTaint,
     ResourceAmounts,
 };
 use bindings::node_world::{NodeCollector, NodeCollectorPre};
-pub use bindings::{CollectError, CollectOptions, CollectorInfo};
-use bindings::{Collector, CollectorPre, GuestLogLevel};
+pub use bindings::{Capability, CollectError, CollectOptions, CollectorInfo};
+use bindings::{Collector, CollectorPre, GuestLogLevel, PartialReport};
 pub use cache::{CacheUse, ComponentCache};
 pub use limits::{GuestLimits, LimitExceeded};
 
 /// The WIT package version this host implements.
 pub const WIT_PACKAGE: &str = "aiod:hw-agent";
-pub const WIT_VERSION: &str = "0.1.0";
+pub const WIT_VERSION: &str = "0.2.0";
 
 /// How often the epoch advances; the deadline's resolution.
 const EPOCH_TICK: Duration = Duration::from_millis(10);
 
+/// Native stack a guest may use. Deep recursion past it traps as a stack
+/// overflow, reported as the `stack` limit.
+const MAX_WASM_STACK: usize = 512 << 10;
+
 /// Bytes of guest stderr kept to explain a trap (a Rust panic prints there).
 const STDERR_CAPTURE_BYTES: usize = 16 * 1024;
 
-/// Guest log records accepted per call; more are counted and dropped.
-const MAX_LOG_RECORDS: usize = 200;
 const MAX_LOG_MESSAGE_BYTES: usize = 2048;
+
+/// Concurrent component instances the pooling allocator has slots for: the
+/// built-in collectors, plugins and `nodes` of one or two overlapping
+/// collections, with room for the handful of core instances each creates.
+const POOL_COMPONENT_INSTANCES: u32 = 64;
+const POOL_CORE_INSTANCES: u32 = 512;
+const POOL_MEMORIES: u32 = 128;
+const POOL_TABLES: u32 = 256;
 
 /// The cluster-level `nodes` collector, the only component linked against
 /// the `cluster` import.
@@ -62,6 +76,11 @@ pub const BUILT_IN: &[(&str, &[u8])] = &[
     ("gpu", include_bytes!(env!("HW_AGENT_COMPONENT_GPU"))),
     ("system", include_bytes!(env!("HW_AGENT_COMPONENT_SYSTEM"))),
 ];
+
+/// Returns the SHA-256 of a component, as lowercase hex.
+pub fn sha256_hex(bytes: &[u8]) -> String {
+    hex::encode(Sha256::digest(bytes))
+}
 
 /// The origin of a collector.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -85,6 +104,10 @@ pub struct LoadedCollector {
     pub info: CollectorInfo,
     pub source: CollectorSource,
     pub cache: CacheUse,
+    /// SHA-256 of the component bytes, as lowercase hex.
+    pub sha256: String,
+    /// Time to compile or load from the cache, type-check and call `info`.
+    pub load_duration: Duration,
     pre: CollectorPre<GuestState>,
 }
 
@@ -93,6 +116,7 @@ impl std::fmt::Debug for LoadedCollector {
         f.debug_struct("LoadedCollector")
             .field("info", &self.info)
             .field("source", &self.source)
+            .field("sha256", &self.sha256)
             .finish_non_exhaustive()
     }
 }
@@ -102,6 +126,16 @@ impl std::fmt::Debug for LoadedCollector {
 pub struct GuestFailure {
     pub status: CollectorStatus,
     pub message: String,
+}
+
+impl GuestFailure {
+    pub fn error(message: impl Into<String>) -> Self {
+        Self { status: CollectorStatus::Error, message: message.into() }
+    }
+
+    fn limit(limit: LimitExceeded) -> Self {
+        Self { status: CollectorStatus::LimitExceeded, message: limit.to_string() }
+    }
 }
 
 impl std::fmt::Display for GuestFailure {
@@ -133,6 +167,49 @@ impl std::fmt::Debug for LoadedNodeCollector {
     }
 }
 
+/// Summary of a component, read from its type without running it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ComponentSummary {
+    /// `collector` or `node-collector`, from the exports; `None` for neither.
+    pub world: Option<&'static str>,
+    /// The `aiod:hw-agent` version its imports name.
+    pub wit_version: Option<String>,
+    pub imports: Vec<String>,
+    pub exports: Vec<String>,
+}
+
+/// The instance allocator the engine uses.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum AllocatorKind {
+    /// Pre-reserved slots for memories, tables and instances, reused
+    /// between calls.
+    Pooling,
+    /// Memory mapped and unmapped per instance, used where the pool's
+    /// address-space reservation fails.
+    OnDemand,
+}
+
+impl std::fmt::Display for AllocatorKind {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            AllocatorKind::Pooling => "pooling",
+            AllocatorKind::OnDemand => "on-demand",
+        })
+    }
+}
+
+/// Settings fixed when the engine is built.
+#[derive(Debug, Clone)]
+pub struct RuntimeOptions {
+    pub cache: ComponentCache,
+    /// Use the pooling allocator when the machine allows it.
+    pub pooling: bool,
+    /// The largest memory and table limit any collector gets: the size of a
+    /// pool slot.
+    pub max_memory_bytes: usize,
+    pub max_table_elements: usize,
+}
+
 /// State of one guest store.
 struct GuestState {
     wasi: WasiCtx,
@@ -140,6 +217,7 @@ struct GuestState {
     limiter: limits::GuestLimiter,
     collector: String,
     log_records: usize,
+    max_log_records: usize,
     /// The Node objects handed to the `nodes` collector; taken by its one
     /// `list-nodes` call. Always `None` for other collectors, whose linker
     /// lacks the import anyway.
@@ -155,9 +233,9 @@ impl WasiView for GuestState {
 impl bindings::aiod::hw_agent::logging::Host for GuestState {
     fn log(&mut self, level: GuestLogLevel, message: String) {
         self.log_records += 1;
-        if self.log_records > MAX_LOG_RECORDS {
-            if self.log_records == MAX_LOG_RECORDS + 1 {
-                tracing::warn!(collector = %self.collector, limit = MAX_LOG_RECORDS, "collector log limit reached; dropping further records");
+        if self.log_records > self.max_log_records {
+            if self.log_records == self.max_log_records + 1 {
+                tracing::warn!(collector = %self.collector, limit = self.max_log_records, "collector log limit reached; dropping further records");
             }
             return;
         }
@@ -215,35 +293,97 @@ impl Drop for EpochTicker {
     }
 }
 
-/// Engine, linker and cache shared by all collector runs.
+/// Engine, linkers and cache shared by all collector runs. Cloning is cheap.
+#[derive(Clone)]
 pub struct Runtime {
+    inner: Arc<RuntimeInner>,
+}
+
+struct RuntimeInner {
     engine: Engine,
     linker: Linker<GuestState>,
     /// The collector linker plus the `cluster` import, for `nodes` only.
     node_linker: Linker<GuestState>,
     cache: ComponentCache,
-    limits: GuestLimits,
+    allocator: AllocatorKind,
     _ticker: EpochTicker,
 }
 
 impl std::fmt::Debug for Runtime {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Runtime").field("cache", &self.cache).field("limits", &self.limits).finish_non_exhaustive()
+        f.debug_struct("Runtime")
+            .field("cache", &self.inner.cache)
+            .field("allocator", &self.inner.allocator)
+            .finish_non_exhaustive()
+    }
+}
+
+/// The future of one guest call, borrowing its store.
+type GuestFuture<'a, T> = std::pin::Pin<Box<dyn Future<Output = wasmtime::Result<T>> + Send + 'a>>;
+
+/// One kind of call into a guest: instantiate, then call one export.
+trait GuestCall: Send {
+    type Output: Send;
+    fn run(self, store: &mut Store<GuestState>) -> GuestFuture<'_, Self::Output>;
+}
+
+struct InfoCall(CollectorPre<GuestState>);
+
+impl GuestCall for InfoCall {
+    type Output = CollectorInfo;
+    fn run(self, store: &mut Store<GuestState>) -> GuestFuture<'_, CollectorInfo> {
+        Box::pin(async move {
+            let instance = self.0.instantiate_async(&mut *store).await?;
+            instance.call_info(&mut *store).await
+        })
+    }
+}
+
+struct CollectCall(CollectorPre<GuestState>, CollectOptions);
+
+impl GuestCall for CollectCall {
+    type Output = Result<PartialReport, CollectError>;
+    fn run(self, store: &mut Store<GuestState>) -> GuestFuture<'_, Self::Output> {
+        Box::pin(async move {
+            let instance = self.0.instantiate_async(&mut *store).await?;
+            instance.call_collect(&mut *store, self.1).await
+        })
+    }
+}
+
+struct NodeInfoCall(NodeCollectorPre<GuestState>);
+
+impl GuestCall for NodeInfoCall {
+    type Output = CollectorInfo;
+    fn run(self, store: &mut Store<GuestState>) -> GuestFuture<'_, CollectorInfo> {
+        Box::pin(async move {
+            let instance = self.0.instantiate_async(&mut *store).await?;
+            instance.call_info(&mut *store).await
+        })
+    }
+}
+
+struct CollectNodesCall(NodeCollectorPre<GuestState>, CollectOptions);
+
+impl GuestCall for CollectNodesCall {
+    type Output = Result<Vec<NodeRecord>, CollectError>;
+    fn run(self, store: &mut Store<GuestState>) -> GuestFuture<'_, Self::Output> {
+        Box::pin(async move {
+            let instance = self.0.instantiate_async(&mut *store).await?;
+            instance.call_collect_nodes(&mut *store, self.1).await
+        })
     }
 }
 
 impl Runtime {
-    pub fn new(limits: GuestLimits, cache: ComponentCache) -> anyhow::Result<Self> {
-        let mut config = Config::new();
-        config.wasm_component_model(true);
-        config.epoch_interruption(true);
-        let engine =
-            Engine::new(&config).map_err(anyhow::Error::from).context("failed to create the wasmtime engine")?;
+    pub fn new(options: RuntimeOptions) -> anyhow::Result<Self> {
+        let (engine, allocator) = build_engine(&options)?;
 
         let mut linker = Linker::new(&engine);
-        // NOTE: this links every WASI 0.2 interface, sockets included; the
-        // WasiCtx below denies all network use, so a socket call fails.
-        wasmtime_wasi::p2::add_to_linker_sync(&mut linker)
+        // NOTE: this links every WASI 0.2 interface, sockets included, so a
+        // collector that merely links `std::net` still loads. The WasiCtx of
+        // every store denies each socket and name lookup.
+        wasmtime_wasi::p2::add_to_linker_async(&mut linker)
             .map_err(anyhow::Error::from)
             .context("failed to link WASI")?;
         let mut node_linker = linker.clone();
@@ -255,15 +395,29 @@ impl Runtime {
             .context("failed to link the node collector host interfaces")?;
 
         let ticker = EpochTicker::start(engine.clone());
-        Ok(Self { engine, linker, node_linker, cache, limits, _ticker: ticker })
+        let inner = RuntimeInner { engine, linker, node_linker, cache: options.cache, allocator, _ticker: ticker };
+        Ok(Self { inner: Arc::new(inner) })
+    }
+
+    /// Returns the instance allocator in use.
+    pub fn allocator(&self) -> AllocatorKind {
+        self.inner.allocator
     }
 
     /// Compiles (or loads from cache) and type-checks a component, then calls
-    /// its `info` export. The host root supplies the grants for that call.
-    pub fn load(&self, bytes: &[u8], source: CollectorSource, root: &HostRoot) -> anyhow::Result<LoadedCollector> {
-        let (component, cache) = self.cache.load(&self.engine, bytes).context("failed to compile the component")?;
-        check_world(&self.engine, &component)?;
+    /// its `info` export with no grants. `limits` bound that call.
+    pub async fn load(
+        &self,
+        bytes: Arc<[u8]>,
+        source: CollectorSource,
+        limits: GuestLimits,
+    ) -> anyhow::Result<LoadedCollector> {
+        let started = Instant::now();
+        let sha256 = sha256_hex(&bytes);
+        let (component, cache) = self.compile(bytes).await?;
+        check_world(&self.inner.engine, &component)?;
         let instance_pre = self
+            .inner
             .linker
             .instantiate_pre(&component)
             .map_err(anyhow::Error::from)
@@ -272,21 +426,19 @@ impl Runtime {
             .map_err(anyhow::Error::from)
             .context("the component does not export the collector world")?;
 
-        let grants = root.grants()?;
         let label = source.to_string();
         let info = self
-            .call_guest(&grants, &label, self.limits, None, |store| {
-                pre.instantiate(&mut *store).and_then(|collector| collector.call_info(store))
-            })
+            .call_guest(InfoCall(pre.clone()), &FilesystemGrants::default(), &label, limits, None)
+            .await
             .map_err(|failure| anyhow::anyhow!("`info` failed: {failure}"))?;
-        Ok(LoadedCollector { info, source, cache, pre })
+        Ok(LoadedCollector { info, source, cache, sha256, load_duration: started.elapsed(), pre })
     }
 
-    /// Compiles and checks the `nodes` collector. It gets no filesystem:
-    /// its only input is the node list the host passes through `cluster`.
-    pub fn load_node_collector(&self, bytes: &[u8]) -> anyhow::Result<LoadedNodeCollector> {
-        let (component, _) = self.cache.load(&self.engine, bytes).context("failed to compile the nodes component")?;
+    /// Compiles and checks the `nodes` collector, then calls its `info`.
+    pub async fn load_node_collector(&self, bytes: &'static [u8]) -> anyhow::Result<LoadedNodeCollector> {
+        let (component, _) = self.compile(Arc::from(bytes)).await.context("failed to compile the nodes component")?;
         let instance_pre = self
+            .inner
             .node_linker
             .instantiate_pre(&component)
             .map_err(anyhow::Error::from)
@@ -295,95 +447,94 @@ impl Runtime {
             .map_err(anyhow::Error::from)
             .context("the component does not export the node-collector world")?;
         let info = self
-            .call_guest(&FilesystemGrants::default(), "nodes", self.limits, None, |store| {
-                pre.instantiate(&mut *store).and_then(|collector| collector.call_info(store))
-            })
+            .call_guest(NodeInfoCall(pre.clone()), &FilesystemGrants::default(), "nodes", GuestLimits::default(), None)
+            .await
             .map_err(|failure| anyhow::anyhow!("`info` failed: {failure}"))?;
         Ok(LoadedNodeCollector { info, pre })
     }
 
-    /// Runs the `nodes` collector over the given Node objects. `limits`
-    /// replaces the runtime's defaults, because a large cluster's node list
-    /// needs more memory and output than one machine's facts.
-    pub fn collect_nodes(
+    /// Compiles a component, or loads it from the cache, on a blocking
+    /// thread: Cranelift takes tens of milliseconds per component.
+    async fn compile(&self, bytes: Arc<[u8]>) -> anyhow::Result<(Component, CacheUse)> {
+        let engine = self.inner.engine.clone();
+        let cache = self.inner.cache.clone();
+        tokio::task::spawn_blocking(move || cache.load(&engine, &bytes))
+            .await
+            .context("the compiler thread panicked")?
+            .context("failed to compile the component")
+    }
+
+    /// Reads a component's world, WIT version, imports and exports without
+    /// running it.
+    pub async fn summarize(&self, bytes: Arc<[u8]>) -> anyhow::Result<ComponentSummary> {
+        let (component, _) = self.compile(bytes).await?;
+        let component_type = component.component_type();
+        let engine = &self.inner.engine;
+        let imports: Vec<String> = component_type.imports(engine).map(|(name, _)| name.to_owned()).collect();
+        let exports: Vec<String> = component_type.exports(engine).map(|(name, _)| name.to_owned()).collect();
+        let wit_version = imports.iter().find_map(|name| {
+            let rest = name.strip_prefix(WIT_PACKAGE)?;
+            Some(rest.rsplit_once('@').map_or("unversioned", |(_, version)| version).to_owned())
+        });
+        let world = if exports.iter().any(|name| name == "collect-nodes") {
+            Some("node-collector")
+        } else if exports.iter().any(|name| name == "collect") {
+            Some("collector")
+        } else {
+            None
+        };
+        Ok(ComponentSummary { world, wit_version, imports, exports })
+    }
+
+    /// Runs the `nodes` collector over the given Node objects.
+    pub async fn collect_nodes(
         &self,
         collector: &LoadedNodeCollector,
         nodes: Vec<NodeObject>,
         limits: GuestLimits,
     ) -> Result<Vec<NodeRecord>, GuestFailure> {
+        let options = CollectOptions { include_identifiers: false };
+        let call = CollectNodesCall(collector.pre.clone(), options);
         let records = self
-            .call_guest(&FilesystemGrants::default(), "nodes", limits, Some(nodes), |store| {
-                let options = CollectOptions { include_identifiers: false };
-                collector.pre.instantiate(&mut *store).and_then(|instance| instance.call_collect_nodes(store, options))
-            })?
-            .map_err(|error| GuestFailure { status: CollectorStatus::Error, message: error.to_string() })?;
+            .call_guest(call, &FilesystemGrants::default(), "nodes", limits, Some(nodes))
+            .await?
+            .map_err(|error| GuestFailure::error(error.to_string()))?;
+        check_records(records.len(), &limits)?;
         let size: usize = records.iter().map(record_size).sum();
-        if size > limits.output_bytes {
-            return Err(GuestFailure {
-                status: CollectorStatus::LimitExceeded,
-                message: LimitExceeded { resource: "output", requested: size, limit: limits.output_bytes }.to_string(),
-            });
-        }
+        check_output(size, &limits)?;
         Ok(records)
     }
 
-    /// Runs every collector concurrently, each in its own store, and returns
-    /// their results in the order given.
-    pub fn collect_all(
+    /// Runs one collector's `collect` in a fresh store with the given grants
+    /// and limits.
+    pub async fn collect(
         &self,
-        collectors: &[LoadedCollector],
-        root: &HostRoot,
+        collector: &LoadedCollector,
+        grants: &FilesystemGrants,
+        limits: GuestLimits,
         options: CollectOptions,
-    ) -> Vec<CollectorRun> {
-        thread::scope(|scope| {
-            let handles: Vec<_> = collectors
-                .iter()
-                .map(|collector| scope.spawn(move || self.collect(collector, root, options)))
-                .collect();
-            handles
-                .into_iter()
-                .zip(collectors)
-                .map(|(handle, collector)| {
-                    handle.join().unwrap_or_else(|_| CollectorRun {
-                        name: collector.info.name.clone(),
-                        version: Some(collector.info.version.clone()),
-                        source: collector.source.clone(),
-                        duration: Duration::ZERO,
-                        result: Err(GuestFailure {
-                            status: CollectorStatus::Error,
-                            message: "the host thread running this collector panicked".to_owned(),
-                        }),
-                    })
-                })
-                .collect()
-        })
-    }
-
-    /// Runs one collector's `collect` in a fresh store.
-    pub fn collect(&self, collector: &LoadedCollector, root: &HostRoot, options: CollectOptions) -> CollectorRun {
+    ) -> CollectorRun {
         let name = collector.info.name.clone();
-        let span = tracing::debug_span!("collector.run", collector = %name, source = %collector.source);
-        let _entered = span.enter();
         let started = Instant::now();
-
-        let result = root
-            .grants()
-            .map_err(|error| GuestFailure { status: CollectorStatus::Error, message: format!("{error:#}") })
-            .and_then(|grants| {
-                self.call_guest(&grants, &name, self.limits, None, |store| {
-                    collector.pre.instantiate(&mut *store).and_then(|instance| instance.call_collect(store, options))
-                })
-            })
-            .and_then(|answer| match answer {
-                Ok(report) => Ok(Partial::from(report)),
-                Err(error) => Err(GuestFailure { status: CollectorStatus::Error, message: error.to_string() }),
-            })
-            .and_then(|partial| self.check_output(partial));
+        let call = CollectCall(collector.pre.clone(), options);
+        let result = match self.call_guest(call, grants, &name, limits, None).await {
+            Ok(Ok(report)) => check_records(bindings::record_count(&report), &limits).and_then(|()| {
+                let partial = Partial::from(report);
+                let size = serde_json::to_vec(&partial).map_or(usize::MAX, |json| json.len());
+                check_output(size, &limits).map(|()| partial)
+            }),
+            Ok(Err(error)) => Err(GuestFailure::error(error.to_string())),
+            Err(failure) => Err(failure),
+        };
 
         let duration = started.elapsed();
         match &result {
-            Ok(_) => tracing::debug!(duration_ms = duration.as_secs_f64() * 1e3, "collector finished"),
-            Err(failure) => tracing::warn!(status = ?failure.status, error = %failure.message, "collector failed"),
+            Ok(_) => {
+                tracing::debug!(collector = %name, duration_ms = duration.as_secs_f64() * 1e3, "collector finished")
+            }
+            Err(failure) => {
+                tracing::warn!(collector = %name, status = ?failure.status, error = %failure.message, "collector failed")
+            }
         }
         CollectorRun {
             name,
@@ -394,37 +545,35 @@ impl Runtime {
         }
     }
 
-    /// Rejects a result larger than the output limit, measured as the JSON
-    /// it would add to the report.
-    fn check_output(&self, partial: Partial) -> Result<Partial, GuestFailure> {
-        let size = serde_json::to_vec(&partial).map(|json| json.len()).unwrap_or(usize::MAX);
-        if size > self.limits.output_bytes {
-            return Err(GuestFailure {
-                status: CollectorStatus::LimitExceeded,
-                message: LimitExceeded { resource: "output", requested: size, limit: self.limits.output_bytes }
-                    .to_string(),
-            });
-        }
-        Ok(partial)
-    }
-
-    /// Wraps every guest call: a fresh store with limits, deadline and grants.
-    /// The instance is dropped with the store, so a trapped instance is never
-    /// reused.
-    fn call_guest<R>(
+    /// Wraps every guest call: a fresh store with limits, deadline and
+    /// grants, and a wall-clock timeout. The store is dropped on return, so
+    /// no instance outlives its call.
+    async fn call_guest<C: GuestCall>(
         &self,
+        call: C,
         grants: &FilesystemGrants,
         collector: &str,
         limits: GuestLimits,
         cluster_nodes: Option<Vec<NodeObject>>,
-        call: impl FnOnce(&mut Store<GuestState>) -> wasmtime::Result<R>,
-    ) -> Result<R, GuestFailure> {
+    ) -> Result<C::Output, GuestFailure> {
         let stderr = MemoryOutputPipe::new(STDERR_CAPTURE_BYTES);
         let mut store = self
             .new_store(grants, collector, limits, cluster_nodes, stderr.clone())
-            .map_err(|error| GuestFailure { status: CollectorStatus::Error, message: format!("{error:#}") })?;
+            .map_err(|error| GuestFailure::error(format!("{error:#}")))?;
 
-        call(&mut store).map_err(|error| classify(&error, &stderr))
+        let timeout = Duration::from_millis(limits.timeout_ms);
+        match tokio::time::timeout(timeout, call.run(&mut store)).await {
+            Ok(Ok(output)) => Ok(output),
+            Ok(Err(error)) => Err(classify(&error, &stderr, &limits)),
+            Err(_) => Err(GuestFailure {
+                status: CollectorStatus::Timeout,
+                message: format!(
+                    "wall-clock timeout of {} ms exceeded, most often because the collector was blocked \
+                     in a host call such as a read that never returns",
+                    limits.timeout_ms
+                ),
+            }),
+        }
     }
 
     fn new_store(
@@ -435,6 +584,8 @@ impl Runtime {
         cluster_nodes: Option<Vec<NodeObject>>,
         stderr: MemoryOutputPipe,
     ) -> anyhow::Result<Store<GuestState>> {
+        // No environment variables, arguments, stdin or clocks beyond the
+        // WASI defaults, and no network: a collector reads files only.
         let mut wasi = WasiCtxBuilder::new();
         wasi.allow_tcp(false)
             .allow_udp(false)
@@ -447,20 +598,78 @@ impl Runtime {
                 .with_context(|| format!("failed to grant {} as {}", preopen.host.display(), preopen.guest))?;
         }
 
+        let mut table = ResourceTable::new();
+        table.set_max_capacity(limits.max_handles);
         let state = GuestState {
             wasi: wasi.build(),
-            table: ResourceTable::new(),
+            table,
             limiter: limits::GuestLimiter::new(limits),
             collector: collector.to_owned(),
             log_records: 0,
+            max_log_records: limits.log_records,
             cluster_nodes,
         };
-        let mut store = Store::new(&self.engine, state);
+        let mut store = Store::new(&self.inner.engine, state);
         store.limiter(|state| &mut state.limiter);
-        store.set_epoch_deadline(deadline_ticks(limits.deadline_ms));
-        store.epoch_deadline_trap();
+
+        // Each epoch tick that passes while guest code runs counts against
+        // the deadline and yields to the executor, so time spent waiting in
+        // host calls is not charged and other tasks keep running.
+        let budget = deadline_ticks(limits.deadline_ms);
+        let mut ticks = 0;
+        store.set_epoch_deadline(1);
+        store.epoch_deadline_callback(move |_| {
+            ticks += 1;
+            if ticks >= budget {
+                return Err(Trap::Interrupt.into());
+            }
+            Ok(UpdateDeadline::Yield(1))
+        });
         Ok(store)
     }
+}
+
+/// Builds the engine, with the pooling allocator when requested and the
+/// machine grants its address-space reservation.
+fn build_engine(options: &RuntimeOptions) -> anyhow::Result<(Engine, AllocatorKind)> {
+    if options.pooling {
+        let mut pool = PoolingAllocationConfig::new();
+        pool.total_component_instances(POOL_COMPONENT_INSTANCES)
+            .total_core_instances(POOL_CORE_INSTANCES)
+            .total_memories(POOL_MEMORIES)
+            .total_tables(POOL_TABLES)
+            .total_stacks(POOL_COMPONENT_INSTANCES)
+            .max_memory_size(options.max_memory_bytes)
+            .table_elements(options.max_table_elements)
+            .max_core_instances_per_component(limits::MAX_CORE_INSTANCES as u32)
+            .max_memories_per_component(limits::MAX_MEMORIES as u32)
+            .max_tables_per_component(limits::MAX_TABLES as u32)
+            .max_memories_per_module(4)
+            .max_tables_per_module(4)
+            // Keep the first MiB of a freed memory slot mapped, so the next
+            // instance's stack and data do not fault in fresh pages.
+            .linear_memory_keep_resident(1 << 20);
+        let mut config = engine_config();
+        config.allocation_strategy(InstanceAllocationStrategy::Pooling(pool));
+        match Engine::new(&config) {
+            Ok(engine) => return Ok((engine, AllocatorKind::Pooling)),
+            Err(error) => tracing::warn!(
+                error = %format!("{error:#}"),
+                "the pooling allocator is not available on this machine; using on-demand allocation"
+            ),
+        }
+    }
+    let engine =
+        Engine::new(&engine_config()).map_err(anyhow::Error::from).context("failed to create the wasmtime engine")?;
+    Ok((engine, AllocatorKind::OnDemand))
+}
+
+fn engine_config() -> Config {
+    let mut config = Config::new();
+    config.wasm_component_model(true);
+    config.epoch_interruption(true);
+    config.max_wasm_stack(MAX_WASM_STACK);
+    config
 }
 
 fn deadline_ticks(deadline_ms: u64) -> u64 {
@@ -468,14 +677,57 @@ fn deadline_ticks(deadline_ms: u64) -> u64 {
     deadline_ms.div_ceil(tick_ms).max(1)
 }
 
+fn check_records(count: usize, limits: &GuestLimits) -> Result<(), GuestFailure> {
+    if count > limits.max_records {
+        return Err(GuestFailure::limit(LimitExceeded {
+            resource: "records",
+            requested: count,
+            limit: limits.max_records,
+        }));
+    }
+    Ok(())
+}
+
+fn check_output(size: usize, limits: &GuestLimits) -> Result<(), GuestFailure> {
+    if size > limits.output_bytes {
+        return Err(GuestFailure::limit(LimitExceeded {
+            resource: "output",
+            requested: size,
+            limit: limits.output_bytes,
+        }));
+    }
+    Ok(())
+}
+
 /// Turns a failed guest call into a report status and a one-line reason.
-fn classify(error: &wasmtime::Error, stderr: &MemoryOutputPipe) -> GuestFailure {
+fn classify(error: &wasmtime::Error, stderr: &MemoryOutputPipe, limits: &GuestLimits) -> GuestFailure {
     tracing::debug!(error = ?error, "guest call failed");
     if let Some(limit) = error.downcast_ref::<LimitExceeded>() {
-        return GuestFailure { status: CollectorStatus::LimitExceeded, message: limit.to_string() };
+        return GuestFailure::limit(limit.clone());
     }
-    if let Some(Trap::Interrupt) = error.downcast_ref::<Trap>() {
-        return GuestFailure { status: CollectorStatus::Timeout, message: "run-time deadline exceeded".to_owned() };
+    if let Some(ResourceTableError::Full) = error.downcast_ref::<ResourceTableError>() {
+        return GuestFailure {
+            status: CollectorStatus::LimitExceeded,
+            message: format!(
+                "handles limit exceeded: more than {} open files, directories or streams",
+                limits.max_handles
+            ),
+        };
+    }
+    match error.downcast_ref::<Trap>() {
+        Some(Trap::Interrupt) => {
+            return GuestFailure {
+                status: CollectorStatus::Timeout,
+                message: format!("run-time deadline of {} ms exceeded", limits.deadline_ms),
+            };
+        }
+        Some(Trap::StackOverflow) => {
+            return GuestFailure {
+                status: CollectorStatus::LimitExceeded,
+                message: format!("stack limit exceeded: the call stack grew past {} KiB", MAX_WASM_STACK >> 10),
+            };
+        }
+        _ => {}
     }
 
     let mut message = match error.downcast_ref::<Trap>() {
@@ -489,10 +741,10 @@ fn classify(error: &wasmtime::Error, stderr: &MemoryOutputPipe) -> GuestFailure 
         message.push_str("; guest stderr: ");
         message.push_str(&truncate(guest_output, 1024));
     }
-    GuestFailure { status: CollectorStatus::Error, message }
+    GuestFailure::error(message)
 }
 
-/// Refuses a component built against another version of the WIT package,
+/// Rejects a component built against another version of the WIT package,
 /// naming both versions, before instantiation fails with a cryptic
 /// "import not found".
 fn check_world(engine: &Engine, component: &Component) -> anyhow::Result<()> {

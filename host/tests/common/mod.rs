@@ -5,8 +5,9 @@
 use std::fs;
 use std::path::{Path, PathBuf};
 
-use hw_agent::collection::CollectSettings;
-use hw_agent::runtime::GuestLimits;
+use hw_agent::collection::{CollectSettings, Collection};
+use hw_agent::policy::Policy;
+use hw_agent::report::model::NodeReport;
 
 /// Returns the path of a recorded or reconstructed machine root under `fixtures/roots`.
 pub fn fixture(name: &str) -> PathBuf {
@@ -21,9 +22,31 @@ pub fn settings(root: &Path, plugin_dir: Option<&Path>, cache_dir: &Path) -> Col
         host_root: root.to_path_buf(),
         plugin_dir: plugin_dir.map(Path::to_path_buf),
         cache_dir: Some(cache_dir.to_path_buf()),
-        limits: GuestLimits::default(),
+        policy: Policy::built_in(),
+        pooling: true,
         include_identifiers: false,
     }
+}
+
+/// Starts a multi-threaded tokio runtime, as `hw-agent` runs in.
+pub fn tokio_runtime() -> tokio::runtime::Runtime {
+    tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build().expect("tokio runtime")
+}
+
+/// Loads the collectors and runs one collection.
+pub fn collect_once(settings: &CollectSettings) -> NodeReport {
+    tokio_runtime().block_on(async { Collection::load(settings).await.expect("collectors load").collect().await })
+}
+
+/// Returns the path of a test component that build.rs compiles.
+pub fn test_component(variable: &str) -> PathBuf {
+    let path = match variable {
+        "fault" => env!("HW_AGENT_COMPONENT_FAULT"),
+        "template" => env!("HW_AGENT_COMPONENT_TEMPLATE"),
+        "infiniband" => env!("HW_AGENT_COMPONENT_INFINIBAND"),
+        other => panic!("no test component named {other}"),
+    };
+    PathBuf::from(path)
 }
 
 /// Copies a directory tree, keeping symlinks as symlinks, so a test can add
@@ -49,4 +72,23 @@ pub fn copy_tree(from: &Path, to: &Path) {
 /// Returns the path of the fault collector that build.rs compiles for tests.
 pub fn fault_component() -> PathBuf {
     PathBuf::from(env!("HW_AGENT_COMPONENT_FAULT"))
+}
+
+/// Rewrites the `aiod:hw-agent` import names of a component to another
+/// package version. The names have the same length, so the binary stays
+/// well-formed: this is what a collector built against that WIT imports.
+pub fn with_wit_version(bytes: &[u8], from: &str, to: &str) -> Vec<u8> {
+    assert_eq!(from.len(), to.len());
+    let mut bytes = bytes.to_vec();
+    for interface in ["types", "logging"] {
+        let old = format!("aiod:hw-agent/{interface}@{from}").into_bytes();
+        let new = format!("aiod:hw-agent/{interface}@{to}").into_bytes();
+        let mut index = 0;
+        while let Some(position) = bytes[index..].windows(old.len()).position(|window| window == old.as_slice()) {
+            let start = index + position;
+            bytes[start..start + old.len()].copy_from_slice(&new);
+            index = start + old.len();
+        }
+    }
+    bytes
 }

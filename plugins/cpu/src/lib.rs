@@ -8,7 +8,7 @@ mod cpuinfo;
 use std::collections::{BTreeMap, BTreeSet};
 
 use hw_collector_guest::{
-    CollectError, CollectOptions, CollectorInfo, CoreType, CpuCache, CpuInfo, CpuPackage, Guest, NumaNode,
+    Capability, CollectError, CollectOptions, CollectorInfo, CoreType, CpuCache, CpuInfo, CpuPackage, Guest, NumaNode,
     PartialReport, Root, parse_cpu_list,
 };
 
@@ -26,6 +26,10 @@ impl Guest for Collector {
             name: "cpu".to_owned(),
             version: env!("CARGO_PKG_VERSION").to_owned(),
             description: env!("CARGO_PKG_DESCRIPTION").to_owned(),
+            capabilities: vec![
+                Capability::ReadPath("/proc/cpuinfo".to_owned()),
+                Capability::ReadPath("/sys".to_owned()),
+            ],
         }
     }
 

@@ -7,8 +7,8 @@ mod pci;
 use std::collections::BTreeMap;
 
 use hw_collector_guest::{
-    Accelerator, AcceleratorKind, CollectError, CollectOptions, CollectorInfo, Guest, Level, PartialReport, Root, log,
-    parse_hex,
+    Accelerator, AcceleratorKind, Capability, CollectError, CollectOptions, CollectorInfo, Guest, Level, PartialReport,
+    Root, log, parse_hex,
 };
 
 const PCI_DEVICES: &str = "/sys/bus/pci/devices";
@@ -29,6 +29,10 @@ impl Guest for Collector {
             name: "gpu".to_owned(),
             version: env!("CARGO_PKG_VERSION").to_owned(),
             description: env!("CARGO_PKG_DESCRIPTION").to_owned(),
+            capabilities: vec![
+                Capability::ReadPath("/proc/driver/nvidia".to_owned()),
+                Capability::ReadPath("/sys".to_owned()),
+            ],
         }
     }
 

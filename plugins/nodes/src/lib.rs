@@ -28,7 +28,7 @@ pub mod bindings {
 
 pub use bindings::aiod::hw_agent::cluster::{KeyValue, NodeCondition, NodeObject, NodeSystemInfo, NodeTaint};
 pub use bindings::aiod::hw_agent::node_records::{AcceleratorResource, ExtendedResource, NodeRecord, ResourceAmounts};
-pub use bindings::aiod::hw_agent::types::{CollectError, CollectOptions, CollectorInfo};
+pub use bindings::aiod::hw_agent::types::{Capability, CollectError, CollectOptions, CollectorInfo};
 
 use bindings::aiod::hw_agent::logging::Level;
 
@@ -48,6 +48,7 @@ impl bindings::Guest for NodesCollector {
             name: "nodes".to_owned(),
             version: env!("CARGO_PKG_VERSION").to_owned(),
             description: env!("CARGO_PKG_DESCRIPTION").to_owned(),
+            capabilities: vec![Capability::NodeList],
         }
     }
 

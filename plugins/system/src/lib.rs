@@ -5,7 +5,7 @@ mod devices;
 mod os;
 
 use hw_collector_guest::{
-    CollectError, CollectOptions, CollectorInfo, Guest, HugepagePool, MemoryInfo, PartialReport, Root,
+    Capability, CollectError, CollectOptions, CollectorInfo, Guest, HugepagePool, MemoryInfo, PartialReport, Root,
 };
 
 pub use devices::{collect_network, collect_storage};
@@ -21,6 +21,15 @@ impl Guest for Collector {
             name: "system".to_owned(),
             version: env!("CARGO_PKG_VERSION").to_owned(),
             description: env!("CARGO_PKG_DESCRIPTION").to_owned(),
+            capabilities: vec![
+                Capability::ReadPath("/proc/meminfo".to_owned()),
+                Capability::ReadPath("/proc/sys/kernel/hostname".to_owned()),
+                Capability::ReadPath("/proc/sys/kernel/osrelease".to_owned()),
+                Capability::ReadPath("/proc/sys/kernel/version".to_owned()),
+                Capability::ReadPath("/proc/sys/kernel/arch".to_owned()),
+                Capability::ReadPath("/etc/os-release".to_owned()),
+                Capability::ReadPath("/sys".to_owned()),
+            ],
         }
     }
 
