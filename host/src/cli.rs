@@ -119,9 +119,19 @@ pub struct CollectArgs {
     #[arg(long, env = "HW_AGENT_DEADLINE_MS")]
     pub deadline_ms: Option<u64>,
 
-    /// Allocate each collector's memory on demand instead of from wasmtime's pre-reserved pool.
-    #[arg(long, env = "HW_AGENT_NO_POOLING")]
-    pub no_pooling: bool,
+    /// Instance allocator: `pooling` reserves memory slots once and reuses them, which makes every later collection faster; `on-demand` maps memory per call, which starts faster. `auto` pools in `run` only.
+    #[arg(long, env = "HW_AGENT_ALLOCATOR", value_enum, default_value_t = AllocatorChoice::Auto)]
+    pub allocator: AllocatorChoice,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum AllocatorChoice {
+    /// Pooling for the long-running `run`, on-demand for one-shot commands.
+    Auto,
+    /// wasmtime's pooling allocator, where the machine can reserve it.
+    Pooling,
+    /// Memory mapped per instance.
+    OnDemand,
 }
 
 #[derive(Debug, Args)]
@@ -385,7 +395,14 @@ pub struct DemoCommand {
 pub struct ConfigError(pub String);
 
 impl CollectArgs {
+    /// Validates the options of a one-shot command.
     pub fn settings(&self) -> Result<CollectSettings, ConfigError> {
+        self.settings_for(false)
+    }
+
+    /// Validates the options; `long_running` is true for `run`, where the
+    /// pooling allocator's set-up cost is paid once.
+    pub fn settings_for(&self, long_running: bool) -> Result<CollectSettings, ConfigError> {
         if !self.host_root.is_dir() {
             return Err(ConfigError(format!(
                 "--host-root {} is not a directory; pass the directory that contains proc/ and sys/ (`/` on this machine)",
@@ -406,7 +423,11 @@ impl CollectArgs {
             plugin_dir: self.plugin_dir.clone(),
             cache_dir,
             policy: self.policy()?,
-            pooling: !self.no_pooling,
+            pooling: match self.allocator {
+                AllocatorChoice::Auto => long_running,
+                AllocatorChoice::Pooling => true,
+                AllocatorChoice::OnDemand => false,
+            },
             include_identifiers: self.include_identifiers,
         })
     }
@@ -712,7 +733,7 @@ pub struct RunSettings {
 
 impl RunCommand {
     pub fn settings(&self) -> Result<RunSettings, ConfigError> {
-        let collect = self.collect.settings()?;
+        let collect = self.collect.settings_for(true)?;
         let kube = self.kube.settings(&self.access)?;
         let aiod = self.aiod.settings()?;
         if !valid_dns_subdomain(&self.node_name) {

@@ -548,7 +548,14 @@ impl Runtime {
     /// Wraps every guest call: a fresh store with limits, deadline and
     /// grants, and a wall-clock timeout. The store is dropped on return, so
     /// no instance outlives its call.
-    async fn call_guest<C: GuestCall>(
+    ///
+    /// The guest runs on a blocking thread of its own, with WASI's file
+    /// operations performed on that thread: handing each of the thousands of
+    /// sysfs reads of a large machine to another thread made a collection
+    /// several times slower. The caller waits with a timeout, so a guest
+    /// stuck in a read that never returns costs that thread, not the
+    /// collection; the guest traps at its next epoch tick once cancelled.
+    async fn call_guest<C: GuestCall + 'static>(
         &self,
         call: C,
         grants: &FilesystemGrants,
@@ -557,22 +564,29 @@ impl Runtime {
         cluster_nodes: Option<Vec<NodeObject>>,
     ) -> Result<C::Output, GuestFailure> {
         let stderr = MemoryOutputPipe::new(STDERR_CAPTURE_BYTES);
+        let cancelled = Arc::new(AtomicBool::new(false));
         let mut store = self
-            .new_store(grants, collector, limits, cluster_nodes, stderr.clone())
+            .new_store(grants, collector, limits, cluster_nodes, stderr.clone(), Arc::clone(&cancelled))
             .map_err(|error| GuestFailure::error(format!("{error:#}")))?;
 
+        let handle = tokio::runtime::Handle::current();
+        let task = tokio::task::spawn_blocking(move || handle.block_on(call.run(&mut store)));
         let timeout = Duration::from_millis(limits.timeout_ms);
-        match tokio::time::timeout(timeout, call.run(&mut store)).await {
-            Ok(Ok(output)) => Ok(output),
-            Ok(Err(error)) => Err(classify(&error, &stderr, &limits)),
-            Err(_) => Err(GuestFailure {
-                status: CollectorStatus::Timeout,
-                message: format!(
-                    "wall-clock timeout of {} ms exceeded, most often because the collector was blocked \
-                     in a host call such as a read that never returns",
-                    limits.timeout_ms
-                ),
-            }),
+        match tokio::time::timeout(timeout, task).await {
+            Ok(Ok(Ok(output))) => Ok(output),
+            Ok(Ok(Err(error))) => Err(classify(&error, &stderr, &limits)),
+            Ok(Err(error)) => Err(GuestFailure::error(format!("the thread running the collector failed: {error}"))),
+            Err(_) => {
+                cancelled.store(true, Ordering::Relaxed);
+                Err(GuestFailure {
+                    status: CollectorStatus::Timeout,
+                    message: format!(
+                        "wall-clock timeout of {} ms exceeded, most often because the collector was blocked \
+                         in a host call such as a read that never returns",
+                        limits.timeout_ms
+                    ),
+                })
+            }
         }
     }
 
@@ -583,6 +597,7 @@ impl Runtime {
         limits: GuestLimits,
         cluster_nodes: Option<Vec<NodeObject>>,
         stderr: MemoryOutputPipe,
+        cancelled: Arc<AtomicBool>,
     ) -> anyhow::Result<Store<GuestState>> {
         // No environment variables, arguments, stdin or clocks beyond the
         // WASI defaults, and no network: a collector reads files only.
@@ -591,6 +606,7 @@ impl Runtime {
             .allow_udp(false)
             .allow_ip_name_lookup(false)
             .socket_addr_check(|_, _| Box::pin(async { false }))
+            .allow_blocking_current_thread(true)
             .stderr(stderr);
         for preopen in &grants.preopens {
             wasi.preopened_dir(&preopen.host, &preopen.guest, FsPerms::ReadOnly)
@@ -613,17 +629,17 @@ impl Runtime {
         store.limiter(|state| &mut state.limiter);
 
         // Each epoch tick that passes while guest code runs counts against
-        // the deadline and yields to the executor, so time spent waiting in
-        // host calls is not charged and other tasks keep running.
+        // the deadline, so time spent waiting in host calls is not charged.
+        // A call the caller gave up on traps at its next tick.
         let budget = deadline_ticks(limits.deadline_ms);
         let mut ticks = 0;
         store.set_epoch_deadline(1);
         store.epoch_deadline_callback(move |_| {
             ticks += 1;
-            if ticks >= budget {
+            if ticks >= budget || cancelled.load(Ordering::Relaxed) {
                 return Err(Trap::Interrupt.into());
             }
-            Ok(UpdateDeadline::Yield(1))
+            Ok(UpdateDeadline::Continue(1))
         });
         Ok(store)
     }
