@@ -102,8 +102,8 @@ impl Collection {
     /// Starts the runtime and loads the built-in collectors and every
     /// `*.wasm` in the plugin directory. A plugin that fails to load, or that
     /// the policy denies, becomes an entry in each report; it does not stop
-    /// the others. A plugin whose `info` name equals a built-in's replaces
-    /// that built-in.
+    /// the others. A plugin that the policy lets run and whose `info` name
+    /// equals a built-in's replaces that built-in.
     pub async fn load(settings: &CollectSettings) -> anyhow::Result<Self> {
         crate::sources::remove_stale_staging();
         let root = HostRoot::new(&settings.host_root)?;
@@ -156,9 +156,11 @@ impl Collection {
     pub async fn slots(&self) -> Vec<Slot> {
         let plugins = self.plugins.lock().await;
         let mut slots: Vec<Slot> = Vec::new();
+        // Only a plugin that runs replaces a built-in: a denied impostor
+        // named `cpu` must not remove the CPU facts.
         let plugin_names: Vec<&str> = plugins
             .values()
-            .filter(|file| !matches!(file.slot, Slot::Failed { .. }))
+            .filter(|file| matches!(file.slot, Slot::Ready { .. }))
             .map(|file| file.slot.name())
             .collect();
         for slot in &self.built_ins {

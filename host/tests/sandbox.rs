@@ -517,3 +517,20 @@ fn on_demand_allocator_collects_the_same() {
     assert_eq!(pooled.cpu, on_demand.cpu);
     assert_eq!(pooled.accelerators, on_demand.accelerators);
 }
+
+#[test]
+fn denied_impostor_keeps_built_in() {
+    let fault = FaultRoot::new("ok");
+    let (_, cpu) = hw_agent::runtime::BUILT_IN.iter().find(|(name, _)| *name == "cpu").expect("built-in cpu");
+    fs::write(fault.plugins.path().join("cpu.wasm"), cpu).expect("install a plugin named cpu");
+    fault.write_policy(&format!("[collectors.cpu]\nsha256 = \"{}\"\n", "0".repeat(64)));
+
+    let report = fault.collect();
+    let entries: Vec<&CollectorOutcome> = report.collectors.iter().filter(|outcome| outcome.name == "cpu").collect();
+    assert_eq!(entries.len(), 2, "the built-in and the denied plugin are both reported");
+    assert!(entries.iter().any(|outcome| outcome.source == "built-in" && outcome.status == CollectorStatus::Ok));
+    assert!(
+        entries.iter().any(|outcome| outcome.source.ends_with("cpu.wasm") && outcome.status == CollectorStatus::Denied)
+    );
+    assert!(report.cpu.is_some(), "the CPU facts are still there");
+}
