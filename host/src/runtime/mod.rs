@@ -261,6 +261,17 @@ impl bindings::node_world::aiod::hw_agent::cluster::Host for GuestState {
 
 impl bindings::node_world::aiod::hw_agent::node_records::Host for GuestState {}
 
+/// Sets a guest call's cancel flag when the caller stops waiting for it,
+/// after a timeout or when the collection itself is dropped at shutdown, so
+/// the guest traps at its next epoch tick instead of running on unobserved.
+struct CancelOnDrop(Arc<AtomicBool>);
+
+impl Drop for CancelOnDrop {
+    fn drop(&mut self) {
+        self.0.store(true, Ordering::Relaxed);
+    }
+}
+
 /// Advances the engine's epoch on a background thread until dropped.
 struct EpochTicker {
     stop: Arc<AtomicBool>,
@@ -569,6 +580,7 @@ impl Runtime {
             .new_store(grants, collector, limits, cluster_nodes, stderr.clone(), Arc::clone(&cancelled))
             .map_err(|error| GuestFailure::error(format!("{error:#}")))?;
 
+        let _cancel = CancelOnDrop(cancelled);
         let handle = tokio::runtime::Handle::current();
         let task = tokio::task::spawn_blocking(move || handle.block_on(call.run(&mut store)));
         let timeout = Duration::from_millis(limits.timeout_ms);
@@ -576,17 +588,14 @@ impl Runtime {
             Ok(Ok(Ok(output))) => Ok(output),
             Ok(Ok(Err(error))) => Err(classify(&error, &stderr, &limits)),
             Ok(Err(error)) => Err(GuestFailure::error(format!("the thread running the collector failed: {error}"))),
-            Err(_) => {
-                cancelled.store(true, Ordering::Relaxed);
-                Err(GuestFailure {
-                    status: CollectorStatus::Timeout,
-                    message: format!(
-                        "wall-clock timeout of {} ms exceeded, most often because the collector was blocked \
+            Err(_) => Err(GuestFailure {
+                status: CollectorStatus::Timeout,
+                message: format!(
+                    "wall-clock timeout of {} ms exceeded, most often because the collector was blocked \
                          in a host call such as a read that never returns",
-                        limits.timeout_ms
-                    ),
-                })
-            }
+                    limits.timeout_ms
+                ),
+            }),
         }
     }
 
