@@ -52,6 +52,15 @@ impl Slot {
         }
     }
 
+    /// Returns the SHA-256 of a plugin's file; `None` for a built-in.
+    pub fn plugin_sha256(&self) -> Option<String> {
+        match self {
+            Slot::Ready { collector, .. } | Slot::Denied { collector, .. } => collector.plugin_sha256(),
+            Slot::Failed { source: CollectorSource::Plugin(_), sha256, .. } => sha256.clone(),
+            Slot::Failed { .. } => None,
+        }
+    }
+
     pub fn source(&self) -> &CollectorSource {
         match self {
             Slot::Ready { collector, .. } | Slot::Denied { collector, .. } => &collector.source,
@@ -73,6 +82,7 @@ impl Slot {
             name: self.name().to_owned(),
             version,
             source: self.source().clone(),
+            sha256: self.plugin_sha256(),
             duration,
             result: Err(GuestFailure { status, message }),
         })
@@ -263,6 +273,7 @@ impl Collection {
                         name: slot.name().to_owned(),
                         version: None,
                         source: slot.source().clone(),
+                        sha256: slot.plugin_sha256(),
                         duration: Duration::ZERO,
                         result: Err(GuestFailure::error(format!("the task running this collector failed: {error}"))),
                     }));
@@ -301,6 +312,7 @@ fn failed_run(collector: &LoadedCollector, started: Instant, message: String) ->
         name: collector.info.name.clone(),
         version: Some(collector.info.version.clone()),
         source: collector.source.clone(),
+        sha256: collector.plugin_sha256(),
         duration: started.elapsed(),
         result: Err(GuestFailure::error(message)),
     }

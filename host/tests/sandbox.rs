@@ -374,6 +374,8 @@ fn sha256_pin_decides() {
     fault.write_policy(&format!("{FAULT_POLICY}sha256 = \"{sha256}\"\n"));
     let report = fault.collect();
     assert_eq!(outcome(&report, "fault").status, CollectorStatus::Ok);
+    assert_eq!(outcome(&report, "fault").sha256.as_deref(), Some(sha256.as_str()), "the report names the build");
+    assert_eq!(outcome(&report, "cpu").sha256, None, "built-ins are identified by the agent version");
 
     fault.write_policy("[defaults]\nrequire_sha256 = true\n");
     let report = fault.collect();

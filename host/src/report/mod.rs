@@ -67,6 +67,7 @@ pub fn merge(runs: Vec<CollectorRun>, include_identifiers: bool) -> NodeReport {
             name: run.name.clone(),
             version: run.version.clone(),
             source: run.source.to_string(),
+            sha256: run.sha256.clone(),
             status: CollectorStatus::Ok,
             duration_ms: (run.duration.as_secs_f64() * 1e6).round() / 1e3,
             error: None,
@@ -285,6 +286,7 @@ mod tests {
             name: "plugin".to_owned(),
             version: None,
             source: crate::runtime::CollectorSource::BuiltIn,
+            sha256: None,
             duration: std::time::Duration::ZERO,
             result: Ok(partial),
         };

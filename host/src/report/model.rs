@@ -204,6 +204,9 @@ pub struct CollectorOutcome {
     pub version: Option<String>,
     /// `built-in`, or the path of the plugin file.
     pub source: String,
+    /// SHA-256 of the plugin file, as lowercase hex; absent for built-ins.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub sha256: Option<String>,
     pub status: CollectorStatus,
     /// Wall time of instantiation and `collect`, in milliseconds.
     pub duration_ms: f64,

@@ -111,6 +111,16 @@ pub struct LoadedCollector {
     pre: CollectorPre<GuestState>,
 }
 
+impl LoadedCollector {
+    /// Returns the SHA-256 to report: a plugin's, or `None` for a built-in.
+    pub fn plugin_sha256(&self) -> Option<String> {
+        match self.source {
+            CollectorSource::Plugin(_) => Some(self.sha256.clone()),
+            CollectorSource::BuiltIn => None,
+        }
+    }
+}
+
 impl std::fmt::Debug for LoadedCollector {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("LoadedCollector")
@@ -150,6 +160,9 @@ pub struct CollectorRun {
     pub name: String,
     pub version: Option<String>,
     pub source: CollectorSource,
+    /// SHA-256 of a plugin's component, as lowercase hex; `None` for a
+    /// built-in, which the agent's version identifies.
+    pub sha256: Option<String>,
     pub duration: Duration,
     pub result: Result<Partial, GuestFailure>,
 }
@@ -551,6 +564,7 @@ impl Runtime {
             name,
             version: Some(collector.info.version.clone()),
             source: collector.source.clone(),
+            sha256: collector.plugin_sha256(),
             duration,
             result,
         }
