@@ -541,6 +541,9 @@ impl Runtime {
         let name = collector.info.name.clone();
         let started = Instant::now();
         let call = CollectCall(collector.pre.clone(), options);
+        // NOTE: the records and output caps apply after wasmtime has lifted
+        // the result into host memory; until then only the guest's memory
+        // limit bounds it, and the lifted form can be a few times larger.
         let result = match self.call_guest(call, grants, &name, limits, None).await {
             Ok(Ok(report)) => check_records(bindings::record_count(&report), &limits).and_then(|()| {
                 let partial = Partial::from(report);
