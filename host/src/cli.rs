@@ -403,7 +403,18 @@ impl CollectArgs {
     /// Validates the options; `long_running` is true for `run`, where the
     /// pooling allocator's set-up cost is paid once.
     pub fn settings_for(&self, long_running: bool) -> Result<CollectSettings, ConfigError> {
-        if !self.host_root.is_dir() {
+        self.build_settings(long_running, true)
+    }
+
+    /// Validates the options of a command that reads no host root
+    /// (`plugins list` and `plugins inspect`), so a `HW_AGENT_HOST_ROOT` meant
+    /// for the DaemonSet does not stop them.
+    pub fn settings_without_root(&self) -> Result<CollectSettings, ConfigError> {
+        self.build_settings(false, false)
+    }
+
+    fn build_settings(&self, long_running: bool, check_root: bool) -> Result<CollectSettings, ConfigError> {
+        if check_root && !self.host_root.is_dir() {
             return Err(ConfigError(format!(
                 "--host-root {} is not a directory; pass the directory that contains proc/ and sys/ (`/` on this machine)",
                 self.host_root.display()

@@ -11,7 +11,7 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use crate::policy::{Grant, Policy};
+use crate::policy::{Grant, NODES_COLLECTOR, Policy};
 use crate::report::merge;
 use crate::report::model::{CollectorStatus, NodeReport};
 use crate::runtime::{
@@ -39,16 +39,36 @@ pub struct CollectSettings {
 /// denied, or not loadable.
 #[derive(Debug, Clone)]
 pub enum Slot {
-    Ready { collector: LoadedCollector, grant: Grant },
-    Denied { collector: LoadedCollector, reason: String },
-    Failed { name: String, source: CollectorSource, sha256: Option<String>, duration: Duration, message: String },
+    Ready {
+        collector: LoadedCollector,
+        grant: Grant,
+    },
+    Denied {
+        collector: LoadedCollector,
+        reason: String,
+    },
+    Failed {
+        name: String,
+        source: CollectorSource,
+        sha256: Option<String>,
+        duration: Duration,
+        message: String,
+    },
+    /// A plugin the policy rejects before running any of its code: an
+    /// unpinned digest under `require_sha256`, or a reserved name.
+    Rejected {
+        name: String,
+        source: CollectorSource,
+        sha256: String,
+        reason: String,
+    },
 }
 
 impl Slot {
     pub fn name(&self) -> &str {
         match self {
             Slot::Ready { collector, .. } | Slot::Denied { collector, .. } => &collector.info.name,
-            Slot::Failed { name, .. } => name,
+            Slot::Failed { name, .. } | Slot::Rejected { name, .. } => name,
         }
     }
 
@@ -58,13 +78,14 @@ impl Slot {
             Slot::Ready { collector, .. } | Slot::Denied { collector, .. } => collector.plugin_sha256(),
             Slot::Failed { source: CollectorSource::Plugin(_), sha256, .. } => sha256.clone(),
             Slot::Failed { .. } => None,
+            Slot::Rejected { sha256, .. } => Some(sha256.clone()),
         }
     }
 
     pub fn source(&self) -> &CollectorSource {
         match self {
             Slot::Ready { collector, .. } | Slot::Denied { collector, .. } => &collector.source,
-            Slot::Failed { source, .. } => source,
+            Slot::Failed { source, .. } | Slot::Rejected { source, .. } => source,
         }
     }
 
@@ -77,6 +98,7 @@ impl Slot {
                 (CollectorStatus::Denied, reason.clone(), Some(collector.info.version.clone()), Duration::ZERO)
             }
             Slot::Failed { message, duration, .. } => (CollectorStatus::Error, message.clone(), None, *duration),
+            Slot::Rejected { reason, .. } => (CollectorStatus::Denied, reason.clone(), None, Duration::ZERO),
         };
         Some(CollectorRun {
             name: self.name().to_owned(),
@@ -92,8 +114,17 @@ impl Slot {
 /// A plugin file as last loaded.
 #[derive(Debug)]
 struct PluginFile {
+    /// Size, modification time and inode when it was read; an unchanged
+    /// stamp skips reading and hashing the file again.
+    stamp: Option<(u64, std::time::SystemTime, u64)>,
     sha256: String,
     slot: Slot,
+}
+
+fn file_stamp(path: &Path) -> Option<(u64, std::time::SystemTime, u64)> {
+    use std::os::unix::fs::MetadataExt as _;
+    let metadata = std::fs::metadata(path).ok()?;
+    Some((metadata.len(), metadata.modified().ok()?, metadata.ino()))
 }
 
 /// Loaded collectors, ready to collect as often as needed.
@@ -180,23 +211,25 @@ impl Collection {
             }
             slots.push(slot.clone());
         }
+        let mut ready_plugins: Vec<&str> = Vec::new();
         for file in plugins.values() {
-            let duplicate = !matches!(file.slot, Slot::Failed { .. })
-                && slots
-                    .iter()
-                    .any(|known| known.source() != &CollectorSource::BuiltIn && known.name() == file.slot.name());
-            if duplicate {
-                slots.push(Slot::Failed {
-                    name: file.slot.name().to_owned(),
-                    source: file.slot.source().clone(),
-                    sha256: Some(file.sha256.clone()),
-                    duration: Duration::ZERO,
-                    message: format!(
-                        "another plugin already provides collector `{}`; remove one of the two files",
-                        file.slot.name()
-                    ),
-                });
-                continue;
+            // Only plugins that run can clash: a denied build of a name must
+            // not hide the pinned build of the same name.
+            if let Slot::Ready { collector, .. } = &file.slot {
+                let name = collector.info.name.as_str();
+                if ready_plugins.contains(&name) {
+                    slots.push(Slot::Failed {
+                        name: name.to_owned(),
+                        source: file.slot.source().clone(),
+                        sha256: Some(file.sha256.clone()),
+                        duration: Duration::ZERO,
+                        message: format!(
+                            "another plugin already provides collector `{name}`; remove one of the two files"
+                        ),
+                    });
+                    continue;
+                }
+                ready_plugins.push(name);
             }
             slots.push(file.slot.clone());
         }
@@ -217,27 +250,37 @@ impl Collection {
         }
 
         for path in paths {
-            let name = plugin_stem(&path);
-            let bytes = match tokio::fs::read(&path).await {
-                Ok(bytes) => bytes,
-                Err(error) => {
-                    let message = format!("failed to read the plugin: {error}");
-                    let slot = failed(name, CollectorSource::Plugin(path.clone()), None, Duration::ZERO, message);
-                    plugins.insert(path, PluginFile { sha256: String::new(), slot });
-                    continue;
-                }
-            };
-            let sha256 = runtime::sha256_hex(&bytes);
-            let previous = plugins.get(&path).map(|file| file.sha256.as_str());
-            if previous == Some(sha256.as_str()) {
+            let stamp = file_stamp(&path);
+            if stamp.is_some() && plugins.get(&path).is_some_and(|file| file.stamp == stamp) {
                 continue;
             }
-            let change = if previous.is_some() { "plugin replaced" } else { "plugin added" };
+            let name = plugin_stem(&path);
+            let read = {
+                let path = path.clone();
+                tokio::task::spawn_blocking(move || runtime::read_plugin(&path)).await
+            };
+            let bytes = match read {
+                Ok(Ok(bytes)) => bytes,
+                Ok(Err(message)) => {
+                    let slot = failed(name, CollectorSource::Plugin(path.clone()), None, Duration::ZERO, message);
+                    plugins.insert(path, PluginFile { stamp: None, sha256: String::new(), slot });
+                    continue;
+                }
+                Err(error) => return Err(anyhow::anyhow!("the plugin reading thread failed: {error}")),
+            };
+            let sha256 = runtime::sha256_hex(&bytes);
+            if let Some(file) = plugins.get_mut(&path)
+                && file.sha256 == sha256
+            {
+                file.stamp = stamp;
+                continue;
+            }
+            let change = if plugins.contains_key(&path) { "plugin replaced" } else { "plugin added" };
             let slot =
                 load_slot(&self.runtime, &self.policy, Arc::from(bytes), CollectorSource::Plugin(path.clone()), &name)
                     .await;
             tracing::info!(plugin = %path.display(), collector = %slot.name(), sha256 = %sha256, "{change}");
-            plugins.insert(path, PluginFile { sha256, slot });
+            plugins.insert(path, PluginFile { stamp, sha256, slot });
         }
         Ok(())
     }
@@ -329,6 +372,11 @@ pub async fn load_slot(
 ) -> Slot {
     let started = Instant::now();
     let sha256 = runtime::sha256_hex(&bytes);
+    let is_plugin = matches!(source, CollectorSource::Plugin(_));
+    if is_plugin && let Err(reason) = policy.check_digest_allowed(&sha256) {
+        tracing::warn!(plugin = %source, %reason, "plugin rejected by the policy before loading");
+        return Slot::Rejected { name: fallback_name.to_owned(), source, sha256, reason: format!("not run: {reason}") };
+    }
     let collector = match runtime.load(bytes, source.clone(), policy.limits()).await {
         Ok(collector) => collector,
         Err(error) => {
@@ -338,6 +386,14 @@ pub async fn load_slot(
         }
     };
     let name = collector.info.name.clone();
+    if is_plugin && name == NODES_COLLECTOR {
+        let reason = format!(
+            "not run: the collector name `{NODES_COLLECTOR}` is reserved for the built-in cluster collector and its \
+             limits; rename the plugin's collector in its `info`"
+        );
+        tracing::warn!(plugin = %source, %reason, "plugin rejected by the policy");
+        return Slot::Rejected { name, source, sha256, reason };
+    }
     let pin = match &source {
         CollectorSource::Plugin(_) => policy.check_pin(&name, &sha256),
         CollectorSource::BuiltIn => Ok(()),

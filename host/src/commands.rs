@@ -78,7 +78,10 @@ pub async fn register(command: RegisterCommand) -> Result<(), CommandError> {
     let aiod = command.settings()?;
     let (registration, report) = register_node(collect, aiod, command.name.clone()).await?;
     let verb = if registration.created { "registered" } else { "updated" };
-    eprintln!("{verb} computational asset: {}", summary_line(&report));
+    {
+        use std::io::Write as _;
+        let _ = writeln!(std::io::stderr(), "{verb} computational asset: {}", summary_line(&report));
+    }
     write_stdout(&format!("{}\n", registration.identifier))?;
     Ok(())
 }

@@ -19,7 +19,10 @@ fn main() -> ExitCode {
     let filter = match tracing_subscriber::EnvFilter::try_new(log_directives(&cli.log)) {
         Ok(filter) => filter,
         Err(error) => {
-            eprintln!("error: invalid --log filter `{}`: {error}; use a RUST_LOG filter such as `info`", cli.log);
+            print_error(format_args!(
+                "error: invalid --log filter `{}`: {error}; use a RUST_LOG filter such as `info`",
+                cli.log
+            ));
             return ExitCode::from(EXIT_CONFIG);
         }
     };
@@ -32,7 +35,7 @@ fn main() -> ExitCode {
     let runtime = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
         Ok(runtime) => runtime,
         Err(error) => {
-            eprintln!("error: failed to start the async runtime: {error}");
+            print_error(format_args!("error: failed to start the async runtime: {error}"));
             return ExitCode::FAILURE;
         }
     };
@@ -55,11 +58,11 @@ fn main() -> ExitCode {
     match result {
         Ok(()) => ExitCode::SUCCESS,
         Err(CommandError::Config(error)) => {
-            eprintln!("error: {error}");
+            print_error(format_args!("error: {error}"));
             ExitCode::from(EXIT_CONFIG)
         }
         Err(CommandError::Failed(error)) => {
-            eprintln!("error: {error:#}");
+            print_error(format_args!("error: {error:#}"));
             ExitCode::FAILURE
         }
     }
@@ -88,4 +91,11 @@ fn log_directives(filter: &str) -> String {
         directives.push_str(&format!(",{KUBE_REQUEST_LOG}=off"));
     }
     directives
+}
+
+/// Writes one error line to stderr. A closed stderr (`2>&- ` or a pipe to
+/// `head`) loses the message instead of panicking, as `eprintln!` would.
+fn print_error(message: std::fmt::Arguments<'_>) {
+    use std::io::Write as _;
+    let _ = writeln!(std::io::stderr(), "{message}");
 }

@@ -21,8 +21,14 @@ use crate::sources::HostRoot;
 
 pub async fn plugins(command: PluginsCommand) -> Result<(), CommandError> {
     match command.action {
-        PluginsAction::List(args) => list(&args.settings()?).await,
-        PluginsAction::Inspect { file, collect } => inspect(&file, &collect.settings()?).await,
+        PluginsAction::List(args) => {
+            // Listing loads the collectors but never collects, so any
+            // existing directory serves as the root.
+            let mut settings = args.settings_without_root()?;
+            settings.host_root = std::path::PathBuf::from("/");
+            list(&settings).await
+        }
+        PluginsAction::Inspect { file, collect } => inspect(&file, &collect.settings_without_root()?).await,
         PluginsAction::Test { file, collect } => test(&file, &collect.settings()?).await,
         PluginsAction::Policy => {
             write_stdout(DEFAULT_POLICY)?;
@@ -42,6 +48,7 @@ async fn list(settings: &crate::collection::CollectSettings) -> Result<(), Comma
             Slot::Ready { grant, .. } => ("ready", format!("reads {}", list_or_none(&grant.read))),
             Slot::Denied { reason, .. } => ("denied", reason.clone()),
             Slot::Failed { message, .. } => ("failed", message.clone()),
+            Slot::Rejected { reason, .. } => ("denied", reason.clone()),
         };
         let (version, sha256, capabilities) = match &slot {
             Slot::Ready { collector, .. } | Slot::Denied { collector, .. } => (
@@ -50,6 +57,7 @@ async fn list(settings: &crate::collection::CollectSettings) -> Result<(), Comma
                 describe_capabilities(&collector.info.capabilities),
             ),
             Slot::Failed { sha256, .. } => ("-".to_owned(), sha256.clone().unwrap_or_default(), "-".to_owned()),
+            Slot::Rejected { sha256, .. } => ("-".to_owned(), sha256.clone(), "-".to_owned()),
         };
         let _ = writeln!(text, "\n{} {version} ({})", slot.name(), slot.source());
         let _ = writeln!(text, "  status:       {status}: {detail}");
@@ -97,6 +105,10 @@ async fn inspect(file: &Path, settings: &crate::collection::CollectSettings) -> 
             None
         }
         Slot::Failed { message, .. } => Some(message.clone()),
+        Slot::Rejected { reason, .. } => {
+            let _ = writeln!(text, "policy:        denied: {reason}");
+            None
+        }
     };
     if let Some(message) = &failure {
         let _ = writeln!(text, "load:          {message}");
@@ -184,8 +196,8 @@ fn runtime_for(settings: &crate::collection::CollectSettings) -> Result<Runtime,
 }
 
 fn read_component(file: &Path) -> Result<Arc<[u8]>, CommandError> {
-    let bytes = std::fs::read(file)
-        .map_err(|error| ConfigError(format!("failed to read {}: {error}; pass a .wasm component", file.display())))?;
+    let bytes = crate::runtime::read_plugin(file)
+        .map_err(|error| ConfigError(format!("{}: {error}; pass a .wasm component", file.display())))?;
     Ok(Arc::from(bytes))
 }
 

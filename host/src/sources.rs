@@ -15,7 +15,7 @@ use std::path::{Component, Path, PathBuf};
 
 use anyhow::Context as _;
 
-use crate::policy::forbidden_reason;
+use crate::policy::{forbidden_reason, grant_conflict};
 
 /// Largest file copied into the staging directory, in bytes.
 const STAGED_FILE_MAX_BYTES: u64 = 4 << 20;
@@ -151,11 +151,12 @@ impl HostRoot {
         Ok(FilesystemGrants { preopens, _staging: staging })
     }
 
-    /// Resolves a granted guest path in the root. `None` when it is missing,
-    /// or resolves to a forbidden path: a symlink such as
+    /// Resolves a granted guest path in the root. Returns `None` when it is
+    /// missing or resolves to a path no policy could grant. A symlink such as
     /// `/proc/mounts -> self/mounts` leads into the agent's own process
-    /// directory. `/etc/os-release` falls back to `/usr/lib/os-release`, as
-    /// os-release(5) specifies.
+    /// directory, and a root whose `sys` links to `/` or `/var` would expose
+    /// everything below it, secrets included. `/etc/os-release` falls back to
+    /// `/usr/lib/os-release`, as os-release(5) specifies.
     fn resolve_granted(&self, guest: &str) -> Option<PathBuf> {
         let mut candidates = vec![guest];
         if guest == "/etc/os-release" {
@@ -165,7 +166,7 @@ impl HostRoot {
             let host = resolve_in_root(&self.root, Path::new(candidate.trim_start_matches('/')))?;
             let relative = host.strip_prefix(&self.root).ok()?;
             let resolved = format!("/{}", relative.to_string_lossy());
-            if forbidden_reason(&resolved).is_some() || resolved == "/proc" {
+            if resolved == "/" || resolved == "/proc" || grant_conflict(&resolved).is_some() {
                 return None;
             }
             host.exists().then_some(host)
@@ -317,6 +318,18 @@ mod tests {
 
     fn granted(read: &[&str]) -> Vec<String> {
         read.iter().map(|path| (*path).to_owned()).collect()
+    }
+
+    #[test]
+    fn grant_linked_to_root_or_secrets_is_dropped() {
+        for target in [".", "..", "var", "etc"] {
+            let root = tempfile::tempdir().expect("temporary directory");
+            fs::create_dir_all(root.path().join("var/run/secrets")).expect("create secrets");
+            fs::create_dir_all(root.path().join("etc/kubernetes")).expect("create kubernetes");
+            std::os::unix::fs::symlink(target, root.path().join("sys")).expect("symlink");
+            let grants = HostRoot::new(root.path()).expect("root").grants(&granted(&["/sys"])).expect("grants");
+            assert!(grants.preopens.is_empty(), "sys -> {target} must not be granted");
+        }
     }
 
     #[test]

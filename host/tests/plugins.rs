@@ -156,7 +156,10 @@ fn test_command_reports_a_denial() {
     assert_eq!(output.status.code(), Some(1));
     let document: serde_json::Value = serde_json::from_str(&stdout(&output)).expect("JSON output");
     assert_eq!(document["status"], "denied");
-    assert!(document["error"].as_str().is_some_and(|error| error.contains("[collectors.template]")), "{document}");
+    let error = document["error"].as_str().unwrap_or_default();
+    assert!(error.contains("requires a SHA-256 pin"), "{document}");
+    assert!(error.contains(document["sha256"].as_str().unwrap_or("?")), "the message names the digest to pin");
+    assert!(document["load_ms"].is_null(), "an unpinned build is rejected before it is compiled");
 }
 
 #[test]
@@ -200,4 +203,62 @@ fn invalid_policy_exits_with_usage_status() {
         assert_eq!(output.status.code(), Some(64), "{text}");
         assert!(stderr(&output).contains(expected), "{text}: {}", stderr(&output));
     }
+}
+
+#[test]
+fn plugin_named_nodes_is_rejected() {
+    // The same-length rewrite makes the fault collector's `info` report the
+    // name `nodes`, as a hostile plugin could to get that collector's limits.
+    let bytes = fs::read(common::test_component("fault")).expect("read component");
+    let mut renamed = bytes.clone();
+    let mut start = 0;
+    while let Some(position) = renamed[start..].windows(5).position(|window| window == b"fault") {
+        let at = start + position;
+        renamed[at..at + 5].copy_from_slice(b"nodes");
+        start = at + 5;
+    }
+    let plugins = tempfile::tempdir().expect("plugin directory");
+    fs::write(plugins.path().join("impostor.wasm"), renamed).expect("install plugin");
+    let cache = tempfile::tempdir().expect("cache directory");
+    let settings = common::settings(&common::fixture("this-machine"), Some(plugins.path()), cache.path());
+
+    let report = common::collect_once(&settings);
+    let outcome = report.collectors.iter().find(|outcome| outcome.name == "nodes").expect("impostor reported");
+    assert_eq!(outcome.status, CollectorStatus::Denied);
+    assert!(outcome.error.as_deref().unwrap_or_default().contains("reserved"), "{:?}", outcome.error);
+    assert!(report.cpu.is_some());
+}
+
+#[test]
+fn odd_plugin_entries_are_reported() {
+    let plugins = tempfile::tempdir().expect("plugin directory");
+    fs::create_dir(plugins.path().join("directory.wasm")).expect("create directory");
+    std::os::unix::fs::symlink("missing.wasm", plugins.path().join("dangling.wasm")).expect("symlink");
+    fs::write(plugins.path().join("text.WASM"), "not a component").expect("write text");
+    let made = Command::new("mkfifo").arg(plugins.path().join("fifo.wasm")).status().expect("run mkfifo");
+    assert!(made.success());
+
+    let output = hw_agent(&["plugins", "list", "--plugin-dir", path_arg(plugins.path()), "--no-cache"]);
+    assert!(output.status.success(), "{}", stderr(&output));
+    let text = stdout(&output);
+    assert_eq!(text.matches("not a regular file").count(), 2, "directory and FIFO: {text}");
+    assert!(text.contains("failed to read the plugin"), "dangling link: {text}");
+    assert!(text.contains("is not WebAssembly"), "text file: {text}");
+}
+
+#[test]
+fn policy_that_is_not_a_file_fails_fast() {
+    let dir = tempfile::tempdir().expect("directory");
+    let fifo = dir.path().join("policy.toml");
+    let made = Command::new("mkfifo").arg(&fifo).status().expect("run mkfifo");
+    assert!(made.success());
+    let output = hw_agent(&["collect", "--policy", path_arg(&fifo), "--no-cache"]);
+    assert_eq!(output.status.code(), Some(64));
+    assert!(stderr(&output).contains("is not a regular file"), "{}", stderr(&output));
+
+    let secret = dir.path().join("secret");
+    fs::write(&secret, "client-secret-abc123\n").expect("write secret");
+    let output = hw_agent(&["collect", "--policy", path_arg(&secret), "--no-cache"]);
+    assert_eq!(output.status.code(), Some(64));
+    assert!(!stderr(&output).contains("abc123"), "a file mistaken for the policy is not quoted: {}", stderr(&output));
 }

@@ -536,3 +536,19 @@ fn denied_impostor_keeps_built_in() {
     );
     assert!(report.cpu.is_some(), "the CPU facts are still there");
 }
+
+#[test]
+fn cache_of_another_user_is_not_used() {
+    use hw_agent::runtime::CacheUse;
+
+    let cache = tempfile::tempdir().expect("cache directory");
+    // Only root may give a directory away; elsewhere the check cannot be
+    // set up, and the mode test above covers the writable case.
+    if std::os::unix::fs::chown(cache.path(), Some(65_534), None).is_err() {
+        eprintln!("skipped: changing the owner of a directory needs root");
+        return;
+    }
+    let settings = common::settings(&common::fixture("this-machine"), None, cache.path());
+    assert_eq!(load(&settings), [CacheUse::Disabled; 3]);
+    assert_eq!(fs::read_dir(cache.path()).expect("cache directory").count(), 0, "nothing is written there");
+}

@@ -15,7 +15,7 @@ use serde::Deserialize;
 
 use crate::runtime::{Capability, GuestLimits};
 
-pub use paths::{forbidden_reason, normalize_guest_path};
+pub use paths::{forbidden_reason, grant_conflict, normalize_guest_path};
 
 /// The policy used when no file is given.
 pub const DEFAULT_POLICY: &str = include_str!("default.toml");
@@ -168,13 +168,20 @@ impl Policy {
     /// policy that the file does not name stay in force, so a file that only
     /// adds a plugin keeps the `nodes` collector's grants.
     pub fn load(path: &Path) -> Result<Self, String> {
-        let text = std::fs::read_to_string(path)
-            .map_err(|error| format!("failed to read the policy file {}: {error}", path.display()))?;
-        Self::parse(&text, &path.display().to_string(), Some(Self::built_in()))
+        let text = read_policy_file(path)?;
+        let origin = path.display().to_string();
+        Self::parse(&text, &origin, Some(Self::built_in()))
+            .map_err(|error| if error.contains(&origin) { error } else { format!("{origin}: {error}") })
     }
 
     fn parse(text: &str, origin: &str, inherit: Option<Policy>) -> Result<Self, String> {
-        let invalid = |error: toml::de::Error| format!("invalid policy {origin}: {}", error.to_string().trim());
+        // The message and line only: toml's own rendering quotes the source
+        // line, which for a file mistaken for the policy can be a secret.
+        let invalid = |error: toml::de::Error| {
+            let line = error.span().map(|span| text[..span.start.min(text.len())].lines().count().max(1));
+            let at = line.map(|line| format!(" at line {line}")).unwrap_or_default();
+            format!("invalid policy {origin}{at}: {}", error.message().trim())
+        };
         let table: toml::Table = toml::from_str(text).map_err(invalid)?;
         check_keys(&table).map_err(|error| format!("invalid policy {origin}: {error}"))?;
         let file: PolicyFile = table.try_into().map_err(invalid)?;
@@ -246,10 +253,14 @@ impl Policy {
 
     /// Returns the limits of the named collector.
     pub fn limits_for(&self, collector: &str) -> GuestLimits {
-        match self.collectors.get(collector) {
+        let mut limits = match self.collectors.get(collector) {
             Some(rules) => rules.limits.apply(self.limits),
             None => self.limits,
-        }
+        };
+        // A deadline raised on the command line may pass a collector's own
+        // timeout, which must never be the shorter of the two.
+        limits.timeout_ms = limits.timeout_ms.max(limits.deadline_ms);
+        limits
     }
 
     /// Returns the SHA-256 pin of the named collector, as lowercase hex.
@@ -274,6 +285,20 @@ impl Policy {
             )),
             None => Ok(()),
         }
+    }
+
+    /// Rejects a plugin before it is compiled when the policy requires pins
+    /// and no collector entry pins its digest, so no code of an unknown
+    /// build runs, `info` included.
+    pub fn check_digest_allowed(&self, sha256: &str) -> Result<(), String> {
+        if !self.require_sha256 || self.collectors.values().any(|rules| rules.sha256.as_deref() == Some(sha256)) {
+            return Ok(());
+        }
+        Err(format!(
+            "{} requires a SHA-256 pin for every plugin, and no collector entry pins {sha256}; \
+             add sha256 = \"{sha256}\" to the plugin's [collectors.NAME] entry if this build is trusted",
+            self.origin
+        ))
     }
 
     /// Decides whether a collector may run with the capabilities it requests.
@@ -355,18 +380,67 @@ fn check_keys(table: &toml::Table) -> Result<(), String> {
             None => Ok(()),
         }
     };
-    unknown("the top level", table, &["defaults", "collectors"])?;
-    if let Some(toml::Value::Table(defaults)) = table.get("defaults") {
-        unknown("[defaults]", defaults, &defaults_keys)?;
-    }
-    if let Some(toml::Value::Table(collectors)) = table.get("collectors") {
-        for (name, entry) in collectors {
-            if let toml::Value::Table(entry) = entry {
-                unknown(&format!("[collectors.{name}]"), entry, &collector_keys)?;
+    // serde's messages for a wrong type name neither the key nor the range.
+    let integers = |section: &str, table: &toml::Table| -> Result<(), String> {
+        for (key, min, max) in LIMIT_RANGES {
+            match table.get(*key) {
+                None => {}
+                Some(toml::Value::Integer(value)) if *value >= 0 => {}
+                Some(value) => {
+                    return Err(format!(
+                        "{section} {key} = {value} is invalid; use a whole number from {min} to {max}"
+                    ));
+                }
             }
         }
+        Ok(())
+    };
+    unknown("the top level", table, &["defaults", "collectors"])?;
+    match table.get("defaults") {
+        None => {}
+        Some(toml::Value::Table(defaults)) => {
+            unknown("[defaults]", defaults, &defaults_keys)?;
+            integers("[defaults]", defaults)?;
+        }
+        Some(_) => return Err("`defaults` must be a table: write it as [defaults]".to_owned()),
+    }
+    match table.get("collectors") {
+        None => {}
+        Some(toml::Value::Table(collectors)) => {
+            for (name, entry) in collectors {
+                let section = format!("[collectors.{name}]");
+                let toml::Value::Table(entry) = entry else {
+                    return Err(format!("`collectors.{name}` must be a table: write it as {section}"));
+                };
+                unknown(&section, entry, &collector_keys)?;
+                integers(&section, entry)?;
+            }
+        }
+        Some(_) => return Err("`collectors` must hold tables such as [collectors.NAME]".to_owned()),
     }
     Ok(())
+}
+
+/// Largest policy file read, in bytes; a policy is a few hundred bytes.
+const POLICY_FILE_MAX_BYTES: u64 = 1 << 20;
+
+/// Reads a policy file, which must be a regular file of at most 1 MiB, so a
+/// FIFO or `/dev/zero` given by mistake fails at once instead of hanging.
+fn read_policy_file(path: &Path) -> Result<String, String> {
+    let shown = path.display();
+    let metadata =
+        std::fs::metadata(path).map_err(|error| format!("failed to read the policy file {shown}: {error}"))?;
+    if !metadata.is_file() {
+        return Err(format!("the policy file {shown} is not a regular file; pass a TOML file"));
+    }
+    if metadata.len() > POLICY_FILE_MAX_BYTES {
+        return Err(format!(
+            "the policy file {shown} has {} bytes, more than the {POLICY_FILE_MAX_BYTES} a policy may have; pass the TOML policy",
+            metadata.len()
+        ));
+    }
+    let bytes = std::fs::read(path).map_err(|error| format!("failed to read the policy file {shown}: {error}"))?;
+    String::from_utf8(bytes).map_err(|_| format!("the policy file {shown} is not UTF-8 text; pass a TOML file"))
 }
 
 fn check_timeouts(section: &str, limits: &GuestLimits) -> Result<(), String> {
@@ -412,7 +486,7 @@ mod tests {
     }
 
     #[test]
-    fn shipped_config_map_policy_is_the_built_in_one() {
+    fn shipped_policy_matches_built_in() {
         let shipped = include_str!("../../../docker/kubernetes/policy.toml");
         assert_eq!(
             shipped, DEFAULT_POLICY,
@@ -534,10 +608,18 @@ mod tests {
             ("[defaults]\nread = [\"sys\"]\n", "`sys`"),
             ("[defaults]\nmemory = 5\n", "memory"),
             ("[collectors.x]\nmax_handles = 1\n", "[collectors.x] max_handles"),
+            (
+                "[defaults]\nmemory_mib = \"64\"\n",
+                "[defaults] memory_mib = \"64\" is invalid; use a whole number from 1 to 4096",
+            ),
+            ("[defaults]\nmemory_mib = -1\n", "[defaults] memory_mib = -1 is invalid"),
+            ("[collectors]\nx = 5\n", "`collectors.x` must be a table"),
+            ("client-secret-abc123\n", "at line 1"),
         ];
         for (text, expected) in cases {
             let error = Policy::parse(text, "test", None).expect_err(text);
             assert!(error.contains(expected), "{text}: {error}");
+            assert!(!error.contains("abc123"), "the source line is not quoted: {error}");
         }
     }
 }

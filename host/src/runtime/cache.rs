@@ -67,8 +67,9 @@ impl ComponentCache {
 }
 
 /// Accepts a cache directory that does not exist yet (it is created
-/// owner-only) or that no group or other user may write. Artifacts in it are
-/// run as native code, so a directory others can write is not used.
+/// owner-only), or that this process's user owns and no group or other user
+/// may write. Artifacts in it are run as native code, so a directory another
+/// user owns or can write is not used.
 // NOTE: an artifact is trusted once it has the right name in a private
 // directory. Wasmtime checks its header and engine settings, not that it was
 // compiled from the component its name hashes.
@@ -78,9 +79,15 @@ fn is_private(dir: &Path) -> bool {
     };
     #[cfg(unix)]
     {
+        use std::os::unix::fs::MetadataExt as _;
         use std::os::unix::fs::PermissionsExt as _;
         if metadata.permissions().mode() & 0o022 != 0 {
             tracing::warn!(dir = %dir.display(), "component cache directory is writable by group or others; compiling without the cache");
+            return false;
+        }
+        let user = rustix::process::getuid().as_raw();
+        if metadata.uid() != user {
+            tracing::warn!(dir = %dir.display(), owner = metadata.uid(), user, "component cache directory belongs to another user; compiling without the cache");
             return false;
         }
     }

@@ -480,6 +480,7 @@ impl Runtime {
     /// Compiles a component, or loads it from the cache, on a blocking
     /// thread: Cranelift takes tens of milliseconds per component.
     async fn compile(&self, bytes: Arc<[u8]>) -> anyhow::Result<(Component, CacheUse)> {
+        check_component_header(&bytes)?;
         let engine = self.inner.engine.clone();
         let cache = self.inner.cache.clone();
         tokio::task::spawn_blocking(move || cache.load(&engine, &bytes))
@@ -542,7 +543,7 @@ impl Runtime {
         let started = Instant::now();
         let call = CollectCall(collector.pre.clone(), options);
         // NOTE: the records and output caps apply after wasmtime has lifted
-        // the result into host memory; until then only the guest's memory
+        // the result into host memory. Until then only the guest's memory
         // limit bounds it, and the lifted form can be a few times larger.
         let result = match self.call_guest(call, grants, &name, limits, None).await {
             Ok(Ok(report)) => check_records(bindings::record_count(&report), &limits).and_then(|()| {
@@ -582,7 +583,7 @@ impl Runtime {
     /// sysfs reads of a large machine to another thread made a collection
     /// several times slower. The caller waits with a timeout, so a guest
     /// stuck in a read that never returns costs that thread, not the
-    /// collection; the guest traps at its next epoch tick once cancelled.
+    /// collection. Once cancelled, the guest traps at its next epoch tick.
     async fn call_guest<C: GuestCall + 'static>(
         &self,
         call: C,
@@ -786,6 +787,25 @@ fn classify(error: &wasmtime::Error, stderr: &MemoryOutputPipe, limits: &GuestLi
     GuestFailure::error(message)
 }
 
+/// Rejects a file that is not a component with a message that names what it
+/// is, before wasmtime's parser reports the first byte it did not expect.
+fn check_component_header(bytes: &[u8]) -> anyhow::Result<()> {
+    const MAGIC: &[u8] = b"\0asm";
+    // The version and layer fields of a core module (version 1, layer 0).
+    const CORE_MODULE: &[u8] = &[1, 0, 0, 0];
+    anyhow::ensure!(
+        bytes.starts_with(MAGIC),
+        "the file is not WebAssembly (it does not start with \\0asm); build the collector with \
+         `cargo build --release --target wasm32-wasip2`"
+    );
+    anyhow::ensure!(
+        bytes.get(4..8) != Some(CORE_MODULE),
+        "the file is a core WebAssembly module, not a component; build the collector for wasm32-wasip2, \
+         which produces a component, or wrap the module with `wasm-tools component new`"
+    );
+    Ok(())
+}
+
 /// Rejects a component built against another version of the WIT package,
 /// naming both versions, before instantiation fails with a cryptic
 /// "import not found".
@@ -859,17 +879,41 @@ fn truncate(text: &str, max_bytes: usize) -> String {
     format!("{}…", &text[..end])
 }
 
-/// Reads every `*.wasm` file of a plugin directory, sorted by name.
+/// Largest plugin file read, in bytes. Components of the built-in
+/// collectors are well under 1 MiB.
+pub const PLUGIN_MAX_BYTES: u64 = 64 << 20;
+
+/// Lists every entry of a plugin directory whose name ends in `.wasm`
+/// (any case), sorted by name. Directories, FIFOs and dangling links are
+/// listed too, so that [`read_plugin`] can report them instead of skipping
+/// them without a word.
 pub fn plugin_files(dir: &Path) -> anyhow::Result<Vec<PathBuf>> {
     let entries = std::fs::read_dir(dir)
         .with_context(|| format!("failed to read plugin directory {}; check --plugin-dir", dir.display()))?;
     let mut files: Vec<PathBuf> = entries
         .filter_map(Result::ok)
         .map(|entry| entry.path())
-        .filter(|path| path.extension().is_some_and(|extension| extension == "wasm") && path.is_file())
+        .filter(|path| path.extension().is_some_and(|extension| extension.eq_ignore_ascii_case("wasm")))
         .collect();
     files.sort();
     Ok(files)
+}
+
+/// Reads a plugin file: a regular file (or a link to one) of at most
+/// [`PLUGIN_MAX_BYTES`], so a FIFO cannot hang the agent and a huge file
+/// cannot exhaust its memory.
+pub fn read_plugin(path: &Path) -> Result<Vec<u8>, String> {
+    let metadata = std::fs::metadata(path).map_err(|error| format!("failed to read the plugin: {error}"))?;
+    if !metadata.is_file() {
+        return Err("the plugin is not a regular file; put the component's .wasm file here".to_owned());
+    }
+    if metadata.len() > PLUGIN_MAX_BYTES {
+        return Err(format!(
+            "the plugin has {} bytes, more than the {PLUGIN_MAX_BYTES} a collector component may have",
+            metadata.len()
+        ));
+    }
+    std::fs::read(path).map_err(|error| format!("failed to read the plugin: {error}"))
 }
 
 #[cfg(test)]
