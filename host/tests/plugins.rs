@@ -210,13 +210,7 @@ fn plugin_named_nodes_is_rejected() {
     // The same-length rewrite makes the fault collector's `info` report the
     // name `nodes`, as a hostile plugin could to get that collector's limits.
     let bytes = fs::read(common::test_component("fault")).expect("read component");
-    let mut renamed = bytes.clone();
-    let mut start = 0;
-    while let Some(position) = renamed[start..].windows(5).position(|window| window == b"fault") {
-        let at = start + position;
-        renamed[at..at + 5].copy_from_slice(b"nodes");
-        start = at + 5;
-    }
+    let renamed = common::replace_all(&bytes, b"fault", b"nodes");
     let plugins = tempfile::tempdir().expect("plugin directory");
     fs::write(plugins.path().join("impostor.wasm"), renamed).expect("install plugin");
     let cache = tempfile::tempdir().expect("cache directory");

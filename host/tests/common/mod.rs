@@ -69,26 +69,28 @@ pub fn copy_tree(from: &Path, to: &Path) {
     }
 }
 
-/// Returns the path of the fault collector that build.rs compiles for tests.
-pub fn fault_component() -> PathBuf {
-    PathBuf::from(env!("HW_AGENT_COMPONENT_FAULT"))
+/// Replaces every occurrence of `from` with `to`, which has the same
+/// length, so a component's binary stays well-formed.
+pub fn replace_all(bytes: &[u8], from: &[u8], to: &[u8]) -> Vec<u8> {
+    assert_eq!(from.len(), to.len());
+    let mut bytes = bytes.to_vec();
+    let mut index = 0;
+    while let Some(position) = bytes[index..].windows(from.len()).position(|window| window == from) {
+        let start = index + position;
+        bytes[start..start + from.len()].copy_from_slice(to);
+        index = start + from.len();
+    }
+    bytes
 }
 
 /// Rewrites the `aiod:hw-agent` import names of a component to another
-/// package version. The names have the same length, so the binary stays
-/// well-formed: this is what a collector built against that WIT imports.
+/// package version: what a collector built against that WIT imports.
 pub fn with_wit_version(bytes: &[u8], from: &str, to: &str) -> Vec<u8> {
-    assert_eq!(from.len(), to.len());
     let mut bytes = bytes.to_vec();
     for interface in ["types", "logging"] {
-        let old = format!("aiod:hw-agent/{interface}@{from}").into_bytes();
-        let new = format!("aiod:hw-agent/{interface}@{to}").into_bytes();
-        let mut index = 0;
-        while let Some(position) = bytes[index..].windows(old.len()).position(|window| window == old.as_slice()) {
-            let start = index + position;
-            bytes[start..start + old.len()].copy_from_slice(&new);
-            index = start + old.len();
-        }
+        let old = format!("aiod:hw-agent/{interface}@{from}");
+        let new = format!("aiod:hw-agent/{interface}@{to}");
+        bytes = replace_all(&bytes, old.as_bytes(), new.as_bytes());
     }
     bytes
 }
