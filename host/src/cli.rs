@@ -455,13 +455,12 @@ impl CollectArgs {
             deadline_ms: self.deadline_ms,
             ..LimitOverrides::default()
         };
-        policy.override_defaults(&overrides).map_err(|error| {
-            ConfigError(
-                error
-                    .replace("[command line] memory_mib", "--memory-limit-mib")
-                    .replace("[command line] deadline_ms", "--deadline-ms"),
-            )
-        })?;
+        let flag = |key: &str| match key {
+            "memory_mib" => "--memory-limit-mib".to_owned(),
+            "deadline_ms" => "--deadline-ms".to_owned(),
+            other => other.to_owned(),
+        };
+        policy.override_defaults(&overrides, flag).map_err(ConfigError)?;
         Ok(policy)
     }
 }

@@ -294,37 +294,43 @@ impl Collection {
         let options = CollectOptions { include_identifiers: self.include_identifiers };
         let slots = self.slots().await;
 
-        let mut tasks = Vec::new();
-        for slot in &slots {
-            if let Slot::Ready { collector, grant } = slot {
-                let runtime = self.runtime.clone();
-                let root = self.root.clone();
-                let collector = collector.clone();
-                let grant = grant.clone();
-                tasks.push(tokio::spawn(async move { run_one(runtime, root, collector, grant, options).await }));
-            }
-        }
+        // Start every ready collector first, so they run concurrently, and
+        // keep the outcome of the others in place to preserve the order.
+        let pending: Vec<Pending> = slots
+            .iter()
+            .map(|slot| match slot {
+                Slot::Ready { collector, grant } => {
+                    let (runtime, root) = (self.runtime.clone(), self.root.clone());
+                    let (collector, grant) = (collector.clone(), grant.clone());
+                    Pending::Running(tokio::spawn(run_one(runtime, root, collector, grant, options)))
+                }
+                other => Pending::Done(Box::new(other.skipped_run().expect("only a ready slot has no outcome yet"))),
+            })
+            .collect();
 
         let mut runs = Vec::with_capacity(slots.len());
-        let mut tasks = tasks.into_iter();
-        for slot in &slots {
-            match slot.skipped_run() {
-                Some(run) => runs.push(run),
-                None => {
-                    let task = tasks.next().expect("one task per ready slot");
-                    runs.push(task.await.unwrap_or_else(|error| CollectorRun {
-                        name: slot.name().to_owned(),
-                        version: None,
-                        source: slot.source().clone(),
-                        sha256: slot.plugin_sha256(),
-                        duration: Duration::ZERO,
-                        result: Err(GuestFailure::error(format!("the task running this collector failed: {error}"))),
-                    }));
-                }
-            }
+        for (slot, pending) in slots.iter().zip(pending) {
+            let run = match pending {
+                Pending::Done(run) => *run,
+                Pending::Running(task) => task.await.unwrap_or_else(|error| CollectorRun {
+                    name: slot.name().to_owned(),
+                    version: None,
+                    source: slot.source().clone(),
+                    sha256: slot.plugin_sha256(),
+                    duration: Duration::ZERO,
+                    result: Err(GuestFailure::error(format!("the task running this collector failed: {error}"))),
+                }),
+            };
+            runs.push(run);
         }
         merge(runs, self.include_identifiers)
     }
+}
+
+/// A collector of one collection: running in its task, or with its outcome.
+enum Pending {
+    Running(tokio::task::JoinHandle<CollectorRun>),
+    Done(Box<CollectorRun>),
 }
 
 /// Runs one collector: stages its grants on a blocking thread, then calls it.

@@ -76,9 +76,22 @@ async fn inspect(file: &Path, settings: &crate::collection::CollectSettings) -> 
     let mut text = format!("file:          {}\n", file.display());
     let _ = writeln!(text, "size:          {} bytes", bytes.len());
     let _ = writeln!(text, "sha256:        {}", sha256_hex(&bytes));
-    let summary = runtime.summarize(Arc::clone(&bytes)).await.map_err(|error| {
-        CommandError::Failed(error.context(format!("{} is not a WebAssembly component", file.display())))
-    })?;
+    let slot = load_slot(
+        &runtime,
+        &settings.policy,
+        Arc::clone(&bytes),
+        CollectorSource::Plugin(file.to_path_buf()),
+        &stem(file),
+    )
+    .await;
+    // A loaded collector carries its summary; only a file that did not load
+    // is read again, to say what it is.
+    let summary = match &slot {
+        Slot::Ready { collector, .. } | Slot::Denied { collector, .. } => collector.summary.clone(),
+        Slot::Failed { .. } | Slot::Rejected { .. } => runtime.summarize(bytes).await.map_err(|error| {
+            CommandError::Failed(error.context(format!("{} is not a WebAssembly component", file.display())))
+        })?,
+    };
     let version = summary.wit_version.clone().unwrap_or_else(|| "none".to_owned());
     let world = summary.world.unwrap_or("neither collector nor node-collector");
     let _ = writeln!(text, "world:         {WIT_PACKAGE}/{world}@{version}");
@@ -86,8 +99,6 @@ async fn inspect(file: &Path, settings: &crate::collection::CollectSettings) -> 
     let _ = writeln!(text, "imports:       {}", summary.imports.join(", "));
     let _ = writeln!(text, "exports:       {}", summary.exports.join(", "));
 
-    let slot =
-        load_slot(&runtime, &settings.policy, bytes, CollectorSource::Plugin(file.to_path_buf()), &stem(file)).await;
     let failure = match &slot {
         Slot::Ready { collector, grant } => {
             write_info(&mut text, collector);

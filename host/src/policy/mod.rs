@@ -3,7 +3,7 @@
 //!
 //! A collector declares its capabilities in `info`. It runs only when the
 //! policy grants all of them, and then it gets exactly what it requested:
-//! a collector that requests `/sys/class/infiniband` sees that directory, not
+//! a collector that requests `/sys/class/infiniband` can read that directory, not
 //! every path the policy would allow.
 
 mod paths;
@@ -115,14 +115,14 @@ impl LimitOverrides {
         ]
     }
 
-    /// Checks every set value against its range; `section` names the TOML
-    /// table in the message.
-    fn validate(&self, section: &str) -> Result<(), String> {
+    /// Checks every set value against its range; `setting` turns a key into
+    /// the name the message gives, such as `[defaults] memory_mib`.
+    fn validate(&self, setting: impl Fn(&str) -> String) -> Result<(), String> {
         for ((key, value), (_, min, max)) in self.entries().iter().zip(LIMIT_RANGES) {
             if let Some(value) = value
                 && !(*min..=*max).contains(value)
             {
-                return Err(format!("[{section}] {key} = {value} is out of range; use {min} to {max}"));
+                return Err(format!("{} = {value} is out of range; use {min} to {max}", setting(key)));
             }
         }
         Ok(())
@@ -185,7 +185,7 @@ impl Policy {
         let table: toml::Table = toml::from_str(text).map_err(invalid)?;
         check_keys(&table).map_err(|error| format!("invalid policy {origin}: {error}"))?;
         let file: PolicyFile = table.try_into().map_err(invalid)?;
-        file.defaults.limits.validate("defaults")?;
+        file.defaults.limits.validate(|key| format!("[defaults] {key}"))?;
         let limits = file.defaults.limits.apply(GuestLimits::default());
         check_timeouts("defaults", &limits)?;
 
@@ -202,7 +202,7 @@ impl Policy {
         for (name, entry) in file.collectors {
             let section = format!("collectors.{name}");
             let base = collectors.remove(&name).unwrap_or_default();
-            entry.limits.validate(&section)?;
+            entry.limits.validate(|key| format!("[{section}] {key}"))?;
             let rules = CollectorRules {
                 read: match &entry.read {
                     Some(read) => validate_grants(&section, read)?,
@@ -241,9 +241,14 @@ impl Policy {
     }
 
     /// Replaces default limits, as command-line flags do. Collector entries
-    /// still override them.
-    pub fn override_defaults(&mut self, overrides: &LimitOverrides) -> Result<(), String> {
-        overrides.validate("command line")?;
+    /// still override them. `setting` names a key in messages, such as the
+    /// flag that set it.
+    pub fn override_defaults(
+        &mut self,
+        overrides: &LimitOverrides,
+        setting: impl Fn(&str) -> String,
+    ) -> Result<(), String> {
+        overrides.validate(setting)?;
         self.limits = overrides.apply(self.limits);
         // A deadline raised on the command line raises the wall-clock
         // timeout with it, which must never be the shorter of the two.
@@ -356,15 +361,18 @@ impl Policy {
     /// Returns the largest memory limit any collector may get, which sizes
     /// the slots of the pooling allocator.
     pub fn max_memory_bytes(&self) -> usize {
-        self.collectors.keys().map(|name| self.limits_for(name).memory_bytes).fold(self.limits.memory_bytes, usize::max)
+        self.max_limit(|limits| limits.memory_bytes)
     }
 
     /// Returns the largest table limit any collector may get.
     pub fn max_table_elements(&self) -> usize {
-        self.collectors
-            .keys()
-            .map(|name| self.limits_for(name).table_elements)
-            .fold(self.limits.table_elements, usize::max)
+        self.max_limit(|limits| limits.table_elements)
+    }
+
+    /// Returns the largest value of one limit over the defaults and every
+    /// collector entry.
+    fn max_limit(&self, limit: impl Fn(&GuestLimits) -> usize) -> usize {
+        self.collectors.keys().map(|name| limit(&self.limits_for(name))).fold(limit(&self.limits), usize::max)
     }
 }
 

@@ -8,7 +8,8 @@ use crate::report::model::{
 use crate::report::{OsFacts, Partial};
 
 // Exports are async so a guest call can be cancelled by a tokio timeout
-// while it waits in a host call. Imports stay synchronous: they never block.
+// while it waits in a host call. The host's own imports (logging, the node
+// list) stay synchronous because they return at once.
 wasmtime::component::bindgen!({
     world: "collector",
     path: "../wit",

@@ -108,6 +108,8 @@ pub struct LoadedCollector {
     pub sha256: String,
     /// Time to compile or load from the cache, type-check and call `info`.
     pub load_duration: Duration,
+    /// World, WIT version, imports and exports, read at load.
+    pub summary: ComponentSummary,
     pre: CollectorPre<GuestState>,
 }
 
@@ -439,7 +441,8 @@ impl Runtime {
         let started = Instant::now();
         let sha256 = sha256_hex(&bytes);
         let (component, cache) = self.compile(bytes).await?;
-        check_world(&self.inner.engine, &component)?;
+        let summary = summarize_component(&self.inner.engine, &component);
+        check_world(&summary)?;
         let instance_pre = self
             .inner
             .linker
@@ -455,7 +458,7 @@ impl Runtime {
             .call_guest(InfoCall(pre.clone()), &FilesystemGrants::default(), &label, limits, None)
             .await
             .map_err(|failure| anyhow::anyhow!("`info` failed: {failure}"))?;
-        Ok(LoadedCollector { info, source, cache, sha256, load_duration: started.elapsed(), pre })
+        Ok(LoadedCollector { info, source, cache, sha256, load_duration: started.elapsed(), summary, pre })
     }
 
     /// Compiles and checks the `nodes` collector, then calls its `info`.
@@ -493,22 +496,7 @@ impl Runtime {
     /// running it.
     pub async fn summarize(&self, bytes: Arc<[u8]>) -> anyhow::Result<ComponentSummary> {
         let (component, _) = self.compile(bytes).await?;
-        let component_type = component.component_type();
-        let engine = &self.inner.engine;
-        let imports: Vec<String> = component_type.imports(engine).map(|(name, _)| name.to_owned()).collect();
-        let exports: Vec<String> = component_type.exports(engine).map(|(name, _)| name.to_owned()).collect();
-        let wit_version = imports.iter().find_map(|name| {
-            let rest = name.strip_prefix(WIT_PACKAGE)?;
-            Some(rest.rsplit_once('@').map_or("unversioned", |(_, version)| version).to_owned())
-        });
-        let world = if exports.iter().any(|name| name == "collect-nodes") {
-            Some("node-collector")
-        } else if exports.iter().any(|name| name == "collect") {
-            Some("collector")
-        } else {
-            None
-        };
-        Ok(ComponentSummary { world, wit_version, imports, exports })
+        Ok(summarize_component(&self.inner.engine, &component))
     }
 
     /// Runs the `nodes` collector over the given Node objects.
@@ -806,29 +794,50 @@ fn check_component_header(bytes: &[u8]) -> anyhow::Result<()> {
     Ok(())
 }
 
+/// Returns the `aiod:hw-agent` version an import name carries
+/// (`aiod:hw-agent/types@0.2.0` gives `0.2.0`), `unversioned` for an
+/// unversioned one, or `None` for an import of another package.
+fn imported_wit_version(name: &str) -> Option<&str> {
+    let rest = name.strip_prefix(WIT_PACKAGE)?;
+    Some(rest.rsplit_once('@').map_or("unversioned", |(_, version)| version))
+}
+
+/// Reads a component's imports and exports from its type.
+fn summarize_component(engine: &Engine, component: &Component) -> ComponentSummary {
+    let component_type = component.component_type();
+    let imports: Vec<String> = component_type.imports(engine).map(|(name, _)| name.to_owned()).collect();
+    let exports: Vec<String> = component_type.exports(engine).map(|(name, _)| name.to_owned()).collect();
+    let wit_version = imports.iter().find_map(|name| imported_wit_version(name)).map(str::to_owned);
+    let world = if exports.iter().any(|name| name == "collect-nodes") {
+        Some("node-collector")
+    } else if exports.iter().any(|name| name == "collect") {
+        Some("collector")
+    } else {
+        None
+    };
+    ComponentSummary { world, wit_version, imports, exports }
+}
+
 /// Rejects a component built against another version of the WIT package,
 /// naming both versions, before instantiation fails with a cryptic
 /// "import not found".
-fn check_world(engine: &Engine, component: &Component) -> anyhow::Result<()> {
-    let component_type = component.component_type();
-    for (name, _) in component_type.imports(engine) {
+fn check_world(summary: &ComponentSummary) -> anyhow::Result<()> {
+    for name in &summary.imports {
         anyhow::ensure!(
             !name.starts_with(CLUSTER_INTERFACE),
             "the component imports {name}, which only the built-in `nodes` collector is granted; \
              a collector plugin reads the node it runs on, not the cluster's Node objects"
         );
-        let Some(rest) = name.strip_prefix(WIT_PACKAGE) else { continue };
-        let version = rest.rsplit_once('@').map(|(_, version)| version).unwrap_or("unversioned");
+        let Some(version) = imported_wit_version(name) else { continue };
         anyhow::ensure!(
             version == WIT_VERSION,
             "the component imports {name}, built against {WIT_PACKAGE}@{version}, but this agent implements \
              {WIT_PACKAGE}@{WIT_VERSION}; rebuild the collector against this agent's wit/ directory"
         );
     }
-    let exports: Vec<&str> = component_type.exports(engine).map(|(name, _)| name).collect();
     for required in ["info", "collect"] {
         anyhow::ensure!(
-            exports.contains(&required),
+            summary.exports.iter().any(|name| name == required),
             "the component does not export `{required}`, so it is not a collector (world {WIT_PACKAGE}/collector@{WIT_VERSION})"
         );
     }
