@@ -16,6 +16,7 @@ use kube::Api;
 use kube::api::DeleteParams;
 use secrecy::ExposeSecret as _;
 use tokio::sync::watch;
+use tracing::Instrument as _;
 
 use crate::aiod::{AiodClient, CredentialsPlaintext, KeyPolicy, cluster_asset_body};
 use crate::cli::RunSettings;
@@ -27,6 +28,9 @@ use crate::cluster::nodes::{ClusterNode, list_nodes, node_object};
 use crate::cluster::publish::{PublishOutcome, Publisher};
 use crate::cluster::{Action, Connection, KubeError, call_optional, list_all};
 use crate::collection::Collection;
+use crate::endpoints::EndpointState;
+use crate::logging::repeats;
+use crate::metrics::Metrics;
 use crate::policy::NODES_COLLECTOR;
 use crate::report::model::AgentInfo;
 use crate::runtime::{GuestLimits, LoadedNodeCollector, NODES_COMPONENT};
@@ -50,8 +54,10 @@ pub struct Agent {
     /// Connected on the first leader round that needs it: followers never
     /// talk to AIoD, so an AIoD outage cannot stop node reports.
     aiod: tokio::sync::Mutex<Option<Arc<AiodClient>>>,
-    /// True once this node's report has been published (or found current).
-    ready: AtomicBool,
+    /// True once this node's report has been published (or found current),
+    /// false again once the agent stops.
+    ready: Arc<AtomicBool>,
+    metrics: Arc<Metrics>,
 }
 
 /// The leader's memory within one term. A new term starts empty, so
@@ -67,7 +73,11 @@ struct LeaderTerm {
 
 impl Agent {
     /// Connects to the cluster and AIoD and loads the collectors.
-    pub async fn start(settings: RunSettings, connection: Connection) -> anyhow::Result<Arc<Self>> {
+    pub async fn start(
+        settings: RunSettings,
+        connection: Connection,
+        endpoints: EndpointState,
+    ) -> anyhow::Result<Arc<Self>> {
         let collection = Collection::load(&settings.collect).await?;
         let node_collector = collection
             .runtime()
@@ -94,7 +104,8 @@ impl Agent {
             node_collector,
             node_limits,
             aiod: tokio::sync::Mutex::new(None),
-            ready: AtomicBool::new(false),
+            ready: endpoints.ready,
+            metrics: endpoints.metrics,
         }))
     }
 
@@ -103,9 +114,12 @@ impl Agent {
     }
 
     /// Runs until `shutdown` becomes true: the node loop, the election and
-    /// leader work side by side.
+    /// leader work side by side. On shutdown the node and leader rounds in
+    /// flight finish (drain), and only then is the Lease released, so no
+    /// other pod starts leading while this one still writes.
     pub async fn run(self: Arc<Self>, shutdown: watch::Receiver<bool>) {
         let (leading_tx, leading_rx) = watch::channel(false);
+        let (release_tx, release_rx) = watch::channel(false);
         let elector = LeaderElector::new(
             self.connection.client.clone(),
             &self.settings.kube.namespace,
@@ -113,72 +127,112 @@ impl Agent {
             self.settings.identity.clone(),
             LeaseTiming::from_lease_duration(self.settings.lease_duration),
         );
-        let election = tokio::spawn(elector.run(leading_tx, shutdown.clone()));
+        let election = tokio::spawn(elector.run(leading_tx, release_rx));
         let node = tokio::spawn(Arc::clone(&self).node_loop(shutdown.clone()));
         let leader = tokio::spawn(Arc::clone(&self).leader_loop(leading_rx, shutdown.clone()));
-        let _ = tokio::join!(node, leader, election);
+        let mut stopping = shutdown.clone();
+        let _ = stopping.wait_for(|stop| *stop).await;
+        self.ready.store(false, Ordering::Relaxed);
+        let _ = tokio::join!(node, leader);
+        let _ = release_tx.send(true);
+        let _ = election.await;
+        self.metrics.set_leader(false);
         tracing::info!("stopped");
     }
 
     async fn node_loop(self: Arc<Self>, mut shutdown: watch::Receiver<bool>) {
         let mut publisher = Publisher::new(self.connection.client.clone(), self.settings.node_name.clone());
-        loop {
-            let outcome = tokio::select! {
-                outcome = self.publish_once(&mut publisher) => outcome,
-                _ = shutdown.wait_for(|stop| *stop) => return,
-            };
-            let wait = match outcome {
-                Ok(outcome) => {
-                    match outcome {
-                        PublishOutcome::Unchanged => tracing::debug!("node report unchanged; nothing written"),
-                        outcome => {
-                            tracing::info!(node = %self.settings.node_name, ?outcome, "published the node report")
-                        }
-                    }
-                    self.ready.store(true, Ordering::Relaxed);
-                    self.settings.interval
-                }
-                Err(error) => {
-                    tracing::error!(node = %self.settings.node_name, error = %format!("{error:#}"), "failed to publish the node report");
-                    self.settings.interval.min(RETRY_AFTER_FAILURE)
-                }
-            };
+        let mut round: u64 = 0;
+        while !*shutdown.borrow() {
+            round += 1;
+            // Not raced against shutdown: a round in flight finishes, so a
+            // report is never left half-written.
+            let span = tracing::info_span!("node_round", node = %self.settings.node_name, round);
+            let wait = self.node_round(&mut publisher).instrument(span).await;
             if sleep_or_shutdown(wait, &mut shutdown).await {
                 return;
             }
         }
     }
 
-    async fn publish_once(&self, publisher: &mut Publisher) -> anyhow::Result<PublishOutcome> {
+    /// Collects and publishes this node's report once; returns how long to
+    /// wait before the next round.
+    async fn node_round(&self, publisher: &mut Publisher) -> Duration {
+        const FAILED: &str = "failed to publish the node report";
+        let started = std::time::Instant::now();
         let report = self.collection.collect().await;
-        Ok(publisher.publish(&report).await?)
+        self.metrics.observe_collection(&report, started.elapsed());
+        match publisher.publish(&report).await {
+            Ok(outcome) => {
+                self.metrics.observe_publish(Some(outcome));
+                match outcome {
+                    PublishOutcome::Unchanged => tracing::debug!("node report unchanged; nothing written"),
+                    outcome => tracing::info!(?outcome, "published the node report"),
+                }
+                repeats().clear(FAILED);
+                self.ready.store(true, Ordering::Relaxed);
+                self.settings.interval
+            }
+            Err(error) => {
+                self.metrics.observe_publish(None);
+                repeats().error(FAILED, &format!("{error:#}"));
+                self.settings.interval.min(RETRY_AFTER_FAILURE)
+            }
+        }
     }
 
     /// Waits for leadership, runs leader rounds while it lasts, and drops
-    /// the work in flight the moment it is lost.
-    async fn leader_loop(self: Arc<Self>, mut leading: watch::Receiver<bool>, mut shutdown: watch::Receiver<bool>) {
+    /// the work in flight the moment it is lost. On shutdown the round in
+    /// flight finishes first.
+    async fn leader_loop(self: Arc<Self>, mut leading: watch::Receiver<bool>, shutdown: watch::Receiver<bool>) {
+        const FAILED: &str = "leader round failed";
         loop {
+            let mut waiting = shutdown.clone();
             tokio::select! {
                 changed = leading.wait_for(|leader| *leader) => if changed.is_err() { return },
-                _ = shutdown.wait_for(|stop| *stop) => return,
+                _ = waiting.wait_for(|stop| *stop) => return,
             }
+            if *shutdown.borrow() {
+                return;
+            }
+            self.metrics.set_leader(true);
             let mut term = LeaderTerm::default();
+            let mut stop = shutdown.clone();
             let work = async {
+                let mut round: u64 = 0;
                 loop {
-                    let wait = match self.leader_round(&mut term).await {
-                        Ok(wait) => wait,
+                    round += 1;
+                    let span = tracing::info_span!("leader_round", round);
+                    let result = self.leader_round(&mut term).instrument(span).await;
+                    self.metrics.observe_leader_round(result.is_ok());
+                    let wait = match result {
+                        Ok(wait) => {
+                            repeats().clear(FAILED);
+                            wait
+                        }
                         Err(error) => {
-                            tracing::error!(error = %format!("{error:#}"), "leader round failed");
+                            repeats().error(FAILED, &format!("{error:#}"));
                             self.settings.interval.min(RETRY_AFTER_FAILURE)
                         }
                     };
-                    tokio::time::sleep(wait).await;
+                    if sleep_or_shutdown(wait, &mut stop).await {
+                        return;
+                    }
                 }
             };
-            tokio::select! {
-                () = work => {}
-                _ = leading.wait_for(|leader| !*leader) => tracing::info!("leader work stopped"),
-                _ = shutdown.wait_for(|stop| *stop) => return,
+            let stopped = tokio::select! {
+                () = work => true,
+                _ = leading.wait_for(|leader| !*leader) => {
+                    tracing::info!("leader work stopped");
+                    false
+                }
+            };
+            // A new term mints its own token; this one's expiry no longer
+            // describes anything this pod holds.
+            self.metrics.set_leader(false);
+            self.metrics.set_credentials_expiry(None);
+            if stopped {
+                return;
             }
         }
     }
@@ -229,9 +283,11 @@ impl Agent {
             _ => {
                 let body = cluster_asset_body(&condensed, plain, &aiod.settings().platform)?;
                 let registration = aiod.register(&uid, &body).await?;
-                if registration.created {
-                    tracing::info!(identifier = %registration.identifier, "registered the cluster as a computational asset");
-                }
+                tracing::info!(
+                    identifier = %registration.identifier,
+                    created = registration.created,
+                    "registered the cluster as a computational asset"
+                );
                 term.registered = Some((fingerprint, std::time::Instant::now()));
                 registration.identifier
             }
@@ -246,7 +302,8 @@ impl Agent {
         if let Some(client) = client.as_ref() {
             return Ok(Some(Arc::clone(client)));
         }
-        let connected = Arc::new(AiodClient::connect(settings.clone()).await?);
+        let connected =
+            Arc::new(AiodClient::connect_with_metrics(settings.clone(), Some(Arc::clone(&self.metrics))).await?);
         *client = Some(Arc::clone(&connected));
         Ok(Some(connected))
     }
@@ -287,12 +344,15 @@ impl Agent {
             }
         }
         if due {
+            let rotated = term.token.is_some();
             let token = credentials.mint().await?;
             tracing::info!(
                 expires_at = ?token.expires_at.map(|time| time.to_rfc3339()),
                 method = ?token.method,
+                rotated,
                 "issued a token for the platform"
             );
+            self.metrics.set_credentials_expiry(token.expires_at);
             term.token = Some(token);
             term.handed_off_key = None;
         }
@@ -443,44 +503,4 @@ async fn sleep_or_shutdown(duration: Duration, shutdown: &mut watch::Receiver<bo
         _ = shutdown.wait_for(|stop| *stop) => true,
     };
     stopped || *shutdown.borrow()
-}
-
-/// Serves `/healthz` (the process is up) and `/readyz` (this node's
-/// report is published) for the DaemonSet's probes.
-pub async fn serve_health(
-    listener: tokio::net::TcpListener,
-    agent: Arc<Agent>,
-    mut shutdown: watch::Receiver<bool>,
-) -> anyhow::Result<()> {
-    use http_body_util::Full;
-    use hyper::body::Bytes;
-    use hyper::{Response, StatusCode};
-
-    loop {
-        let (stream, _) = tokio::select! {
-            accepted = listener.accept() => accepted.context("failed to accept a health connection")?,
-            _ = shutdown.wait_for(|stop| *stop) => return Ok(()),
-        };
-        let agent = Arc::clone(&agent);
-        tokio::spawn(async move {
-            let service = hyper::service::service_fn(move |request: hyper::Request<hyper::body::Incoming>| {
-                let agent = Arc::clone(&agent);
-                async move {
-                    let (status, body) = match request.uri().path() {
-                        "/healthz" => (StatusCode::OK, "ok\n"),
-                        "/readyz" if agent.is_ready() => (StatusCode::OK, "ready\n"),
-                        "/readyz" => (StatusCode::SERVICE_UNAVAILABLE, "the node report is not published yet\n"),
-                        _ => (StatusCode::NOT_FOUND, "not found; try /healthz or /readyz\n"),
-                    };
-                    let mut response = Response::new(Full::new(Bytes::from_static(body.as_bytes())));
-                    *response.status_mut() = status;
-                    Ok::<_, std::convert::Infallible>(response)
-                }
-            });
-            let io = hyper_util::rt::TokioIo::new(stream);
-            if let Err(error) = hyper::server::conn::http1::Builder::new().serve_connection(io, service).await {
-                tracing::debug!(error = %error, "health connection ended with an error");
-            }
-        });
-    }
 }

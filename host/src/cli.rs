@@ -9,6 +9,7 @@ use secrecy::SecretString;
 
 use crate::aiod::{AiodSettings, RetryPolicy};
 use crate::collection::CollectSettings;
+use crate::logging::LogFormat;
 use crate::policy::{LimitOverrides, Policy};
 use crate::runtime::ComponentCache;
 
@@ -22,9 +23,17 @@ pub const EXIT_CONFIG: u8 = 64;
     about = "Discover this node's hardware with sandboxed WebAssembly collectors and register it on AI-on-Demand"
 )]
 pub struct Cli {
-    /// Log filter in RUST_LOG syntax, such as `info` or `hw_agent=debug`; logs go to stderr. Cranelift's crates stay at `warn` unless named.
-    #[arg(long, global = true, env = "HW_AGENT_LOG", default_value = "warn")]
-    pub log: String,
+    /// Configuration file (TOML) whose keys are the long options with `_` for `-`, such as `interval = "5m"`; flags and environment variables override it.
+    #[arg(long, global = true, env = crate::config::CONFIG_ENV, value_name = "FILE")]
+    pub config: Option<PathBuf>,
+
+    /// Log filter in RUST_LOG syntax, such as `info` or `hw_agent=debug`; logs go to stderr. Cranelift's crates stay at `warn` unless named [default: $RUST_LOG, else `info` for `run` and `warn` for the other commands].
+    #[arg(long, global = true, env = "HW_AGENT_LOG")]
+    pub log: Option<String>,
+
+    /// Log format: `human` lines, or `json` objects (one per line) for a cluster's log collector.
+    #[arg(long, global = true, env = "HW_AGENT_LOG_FORMAT", value_enum, default_value_t = LogFormat::Human)]
+    pub log_format: LogFormat,
 
     #[command(subcommand)]
     pub command: Command,
@@ -268,9 +277,13 @@ pub struct RunCommand {
     #[arg(long, env = "HW_AGENT_LEASE_DURATION", default_value = "15s")]
     pub lease_duration: String,
 
-    /// Address of the health endpoints (`/healthz`, `/readyz`); `off` disables them.
-    #[arg(long, env = "HW_AGENT_HEALTH_LISTEN", default_value = "0.0.0.0:8080")]
-    pub health_listen: String,
+    /// Address of the HTTP endpoints: Prometheus metrics at `/metrics`, probes at `/healthz` and `/readyz`; `off` disables them.
+    #[arg(long, visible_alias = "health-listen", env = "HW_AGENT_LISTEN", default_value = "0.0.0.0:8080")]
+    pub listen: String,
+
+    /// Time allowed after SIGTERM to finish the work in flight and release the Lease before exiting, such as `20s`; keep it below the pod's terminationGracePeriodSeconds.
+    #[arg(long, env = "HW_AGENT_SHUTDOWN_GRACE", default_value = "20s")]
+    pub shutdown_grace: String,
 }
 
 #[derive(Debug, Args)]
@@ -738,7 +751,8 @@ pub struct RunSettings {
     pub interval: Duration,
     pub lease_name: String,
     pub lease_duration: Duration,
-    pub health_listen: Option<std::net::SocketAddr>,
+    pub listen: Option<std::net::SocketAddr>,
+    pub shutdown_grace: Duration,
 }
 
 impl RunCommand {
@@ -775,14 +789,22 @@ impl RunCommand {
                 self.lease_name
             )));
         }
-        let health_listen = match self.health_listen.as_str() {
+        let listen = match self.listen.as_str() {
             "off" => None,
             text => Some(text.parse().map_err(|_| {
                 ConfigError(format!(
-                    "--health-listen `{text}` is not an address; use HOST:PORT such as 0.0.0.0:8080, or `off`"
+                    "--listen `{text}` is not an address; use IP:PORT such as 0.0.0.0:8080 or [::]:8080, or `off`"
                 ))
             })?),
         };
+        let shutdown_grace = parse_duration(&self.shutdown_grace)
+            .map_err(|message| ConfigError(format!("--shutdown-grace {message}")))?;
+        if !(Duration::from_secs(1)..=Duration::from_secs(600)).contains(&shutdown_grace) {
+            return Err(ConfigError(format!(
+                "--shutdown-grace {} is out of range; use 1s to 10m",
+                self.shutdown_grace
+            )));
+        }
         Ok(RunSettings {
             collect,
             kube,
@@ -792,7 +814,8 @@ impl RunCommand {
             interval,
             lease_name: self.lease_name.clone(),
             lease_duration,
-            health_listen,
+            listen,
+            shutdown_grace,
         })
     }
 }

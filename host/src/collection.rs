@@ -11,6 +11,8 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use tracing::Instrument as _;
+
 use crate::policy::{Grant, NODES_COLLECTOR, Policy};
 use crate::report::merge;
 use crate::report::model::{CollectorStatus, NodeReport};
@@ -106,7 +108,7 @@ impl Slot {
             source: self.source().clone(),
             sha256: self.plugin_sha256(),
             duration,
-            result: Err(GuestFailure { status, message }),
+            result: Err(GuestFailure { status, message, limit: None }),
         })
     }
 }
@@ -302,7 +304,8 @@ impl Collection {
                 Slot::Ready { collector, grant } => {
                     let (runtime, root) = (self.runtime.clone(), self.root.clone());
                     let (collector, grant) = (collector.clone(), grant.clone());
-                    Pending::Running(tokio::spawn(run_one(runtime, root, collector, grant, options)))
+                    let span = tracing::info_span!("collector", name = %collector.info.name);
+                    Pending::Running(tokio::spawn(run_one(runtime, root, collector, grant, options).instrument(span)))
                 }
                 other => Pending::Done(Box::new(other.skipped_run().expect("only a ready slot has no outcome yet"))),
             })

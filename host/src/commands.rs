@@ -209,41 +209,71 @@ pub async fn run(command: RunCommand) -> Result<(), CommandError> {
         tracing::error!(error = %format!("{error:#}"), "credentials will not be handed off");
     }
     tracing::info!(
+        version = env!("CARGO_PKG_VERSION"),
         node = %settings.node_name,
         identity = %settings.identity,
         namespace = %settings.kube.namespace,
         api_server = %connection.server_url,
-        interval_secs = settings.interval.as_secs(),
+        interval = %humanize(settings.interval),
+        lease = %settings.lease_name,
+        lease_duration = %humanize(settings.lease_duration),
+        listen = %settings.listen.map(|address| address.to_string()).unwrap_or_else(|| "off".to_owned()),
+        policy = %settings.collect.policy.origin(),
+        plugin_dir = %settings.collect.plugin_dir.as_deref().map(|dir| dir.display().to_string()).unwrap_or_else(|| "none".to_owned()),
         aiod = settings.aiod.as_ref().map(|aiod| aiod.api_url.as_str()).unwrap_or("not configured"),
-        "starting"
+        sources = %crate::config::sources().summary(),
+        "configuration"
     );
-    let health = match settings.health_listen {
-        Some(address) => Some(
-            tokio::net::TcpListener::bind(address)
-                .await
-                .with_context(|| format!("failed to listen on --health-listen {address}"))?,
-        ),
+    // Bound before the collectors load: a port in use is a configuration
+    // error, found before minutes of compiling on a first start.
+    let listener = match settings.listen {
+        Some(address) => Some(tokio::net::TcpListener::bind(address).await.map_err(|error| {
+            ConfigError(format!("--listen {address} cannot be bound ({error}); pick a free port or `off`"))
+        })?),
         None => None,
     };
-    let agent = crate::agent::Agent::start(settings, connection).await?;
-
+    let grace = settings.shutdown_grace;
+    let state = crate::endpoints::EndpointState {
+        metrics: std::sync::Arc::new(crate::metrics::Metrics::new()),
+        ready: std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false)),
+    };
     let (shutdown_tx, shutdown_rx) = tokio::sync::watch::channel(false);
-    if let Some(listener) = health {
-        let agent = std::sync::Arc::clone(&agent);
-        let shutdown = shutdown_rx.clone();
+    // Served while the collectors load, so the startup probe reaches a live
+    // process during a first start's compilation.
+    if let Some(listener) = listener {
+        let address = listener.local_addr().map(|address| address.to_string()).unwrap_or_default();
+        tracing::info!(%address, "serving /metrics, /healthz and /readyz");
+        let (state, shutdown) = (state.clone(), shutdown_rx.clone());
         tokio::spawn(async move {
-            if let Err(error) = crate::agent::serve_health(listener, agent, shutdown).await {
-                tracing::error!(error = %format!("{error:#}"), "the health endpoint stopped");
+            if let Err(error) = crate::endpoints::serve(listener, state, shutdown).await {
+                tracing::error!(error = %format!("{error:#}"), "the metrics and health endpoint stopped");
             }
         });
     }
-    tokio::spawn(async move {
-        wait_for_termination().await;
-        tracing::info!("termination requested; releasing the lease and stopping");
-        let _ = shutdown_tx.send(true);
-    });
-    agent.run(shutdown_rx).await;
-    Ok(())
+    let agent = crate::agent::Agent::start(settings, connection, state).await?;
+    let mut running = tokio::spawn(agent.run(shutdown_rx));
+    tokio::select! {
+        _ = &mut running => return Ok(()),
+        () = wait_for_termination() => {}
+    }
+    tracing::info!(grace = %humanize(grace), "termination requested; finishing the work in flight and releasing the lease");
+    let _ = shutdown_tx.send(true);
+    tokio::select! {
+        _ = &mut running => Ok(()),
+        () = tokio::time::sleep(grace) => {
+            tracing::warn!(grace = %humanize(grace), "the work in flight did not finish within the shutdown grace period; exiting without it");
+            Ok(())
+        }
+        () = wait_for_termination() => {
+            tracing::warn!("second termination signal; exiting without waiting for the work in flight");
+            Ok(())
+        }
+    }
+}
+
+/// Renders a duration as `90s`, the form the options take.
+fn humanize(duration: Duration) -> String {
+    format!("{}s", duration.as_secs())
 }
 
 /// Connects to the cluster. The client connects lazily, so every failure

@@ -1,36 +1,42 @@
 //! The `hw-agent` command line.
 
-use std::io::IsTerminal as _;
 use std::process::ExitCode;
 
-use clap::Parser as _;
-use hw_agent::cli::{Cli, Command, EXIT_CONFIG};
+use hw_agent::cli::{Command, EXIT_CONFIG};
 use hw_agent::commands::{self, CommandError};
+use hw_agent::config::{self, ParseError};
 
 fn main() -> ExitCode {
-    let cli = match Cli::try_parse() {
-        Ok(cli) => cli,
-        Err(error) => {
+    let parsed = match config::parse(std::env::args_os().collect()) {
+        Ok(parsed) => parsed,
+        Err(ParseError::Clap(error)) => {
             let usage_error = error.use_stderr();
             let _ = error.print();
             return if usage_error { ExitCode::from(EXIT_CONFIG) } else { ExitCode::SUCCESS };
         }
-    };
-    let filter = match tracing_subscriber::EnvFilter::try_new(log_directives(&cli.log)) {
-        Ok(filter) => filter,
-        Err(error) => {
-            print_error(format_args!(
-                "error: invalid --log filter `{}`: {error}; use a RUST_LOG filter such as `info`",
-                cli.log
-            ));
+        Err(ParseError::Config(message)) => {
+            print_error(format_args!("error: {message}"));
             return ExitCode::from(EXIT_CONFIG);
         }
     };
-    tracing_subscriber::fmt()
-        .with_env_filter(filter)
-        .with_writer(std::io::stderr)
-        .with_ansi(std::io::stderr().is_terminal())
-        .init();
+    let cli = parsed.cli;
+    let sources = parsed.sources;
+    // `run` logs each lifecycle event at info; the one-shot commands print
+    // their result on stdout and keep stderr for warnings.
+    let default_filter = if matches!(cli.command, Command::Run(_)) { "info" } else { "warn" };
+    let filter = cli
+        .log
+        .clone()
+        .or_else(|| std::env::var("RUST_LOG").ok().filter(|filter| !filter.trim().is_empty()))
+        .unwrap_or_else(|| default_filter.to_owned());
+    if let Err(error) = hw_agent::logging::init(&filter, cli.log_format) {
+        let place = sources.describe("log").map(|place| format!(" ({place})")).unwrap_or_default();
+        print_error(format_args!(
+            "error: invalid log filter `{filter}`{place}: {error}; use a RUST_LOG filter such as `info` or `hw_agent=debug`"
+        ));
+        return ExitCode::from(EXIT_CONFIG);
+    }
+    config::set_sources(sources.clone());
 
     let runtime = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
         Ok(runtime) => runtime,
@@ -58,7 +64,7 @@ fn main() -> ExitCode {
     match result {
         Ok(()) => ExitCode::SUCCESS,
         Err(CommandError::Config(error)) => {
-            print_error(format_args!("error: {error}"));
+            print_error(format_args!("error: {}", sources.annotate(&error.to_string())));
             ExitCode::from(EXIT_CONFIG)
         }
         Err(CommandError::Failed(error)) => {
@@ -66,31 +72,6 @@ fn main() -> ExitCode {
             ExitCode::FAILURE
         }
     }
-}
-
-/// Compiler crates that log every instruction at debug and trace level: over
-/// a million lines for one cold start.
-const COMPILER_TARGETS: &[&str] =
-    &["cranelift_codegen", "cranelift_frontend", "cranelift_entity", "wasmtime_internal_cranelift", "regalloc2"];
-
-/// kube-rs logs every failed request at ERROR without the request; the
-/// agent reports the same failure with the action and the fix.
-const KUBE_REQUEST_LOG: &str = "kube_client::client::builder";
-
-/// Caps the compiler crates at `warn` unless the filter names them, so
-/// `--log trace` shows the agent's own work instead of Cranelift internals,
-/// and silences kube-rs's duplicate request errors.
-fn log_directives(filter: &str) -> String {
-    let mut directives = filter.to_owned();
-    for target in COMPILER_TARGETS {
-        if !filter.contains(target) {
-            directives.push_str(&format!(",{target}=warn"));
-        }
-    }
-    if !filter.contains(KUBE_REQUEST_LOG) {
-        directives.push_str(&format!(",{KUBE_REQUEST_LOG}=off"));
-    }
-    directives
 }
 
 /// Writes one error line to stderr. A closed stderr (`2>&- ` or a pipe to

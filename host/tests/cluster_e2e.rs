@@ -78,21 +78,35 @@ fn start_agent(dir: &Path, mock: &RunningMock, node_name: &str, cache: &Path) ->
     start_agent_with(dir, "kubeconfig", mock, node_name, cache)
 }
 
+/// Starts `hw-agent run` with part of its settings in a configuration
+/// file, part in environment variables and part as flags, logging JSON, and
+/// with its metrics and health endpoints on a free loopback port.
 fn start_agent_with(dir: &Path, kubeconfig: &str, mock: &RunningMock, node_name: &str, cache: &Path) -> Agent {
     let secret = dir.join("client-secret");
     std::fs::write(&secret, AGENT_SECRET).expect("secret file");
+    let config = dir.join(format!("{node_name}.toml"));
+    std::fs::write(
+        &config,
+        format!(
+            "interval = \"1s\"\nlease_duration = \"2s\"\nlisten = \"127.0.0.1:0\"\nlog_format = \"json\"\n\
+             cluster_name = \"lab-cluster\"\ntoken_ttl = \"2h\"\nplatform = \"{PLATFORM}\"\nclient_id = \"agent\"\n\
+             shutdown_grace = \"10s\"\n"
+        ),
+    )
+    .expect("config file");
     let child = Command::new(env!("CARGO_BIN_EXE_hw-agent"))
         .arg("run")
+        .args(["--config", &config.to_string_lossy()])
         .args(["--kubeconfig", &dir.join(kubeconfig).to_string_lossy()])
         .args(["--host-root", &common::fixture("intel-xeon-2s-nvidia").to_string_lossy()])
         .args(["--cache-dir", &cache.to_string_lossy()])
         .args(["--node-name", node_name, "--pod-name", &format!("hw-agent-{node_name}")])
-        .args(["--interval", "1s", "--lease-duration", "2s", "--health-listen", "off"])
-        .args(["--api-server-url", PUBLIC_API_SERVER, "--cluster-name", "lab-cluster", "--token-ttl", "2h"])
+        .args(["--api-server-url", PUBLIC_API_SERVER])
         .args(["--api-url", &mock.base_url(), "--token-url", &mock.token_url()])
-        .args(["--ca-cert", &mock.ca_path.to_string_lossy(), "--client-id", "agent"])
-        .args(["--client-secret-file", &secret.to_string_lossy(), "--platform", PLATFORM])
-        .args(["--log", "info"])
+        .args(["--ca-cert", &mock.ca_path.to_string_lossy()])
+        .env("AIOD_CLIENT_SECRET_FILE", &secret)
+        .env("HW_AGENT_LOG", "info")
+        .env_remove("HW_AGENT_CONFIG")
         .env_remove("KUBECONFIG")
         .env_remove("KUBERNETES_SERVICE_HOST")
         .stdout(Stdio::null())
@@ -100,6 +114,40 @@ fn start_agent_with(dir: &Path, kubeconfig: &str, mock: &RunningMock, node_name:
         .spawn()
         .expect("hw-agent starts");
     Agent(child, dir.join("agent.log"))
+}
+
+/// Parses the JSON log lines of the agent.
+fn log_events(agent: &Agent) -> Vec<Value> {
+    agent.log().lines().filter_map(|line| serde_json::from_str(line).ok()).collect()
+}
+
+/// Reads the address the agent serves its endpoints on from its log.
+async fn endpoint_address(agent: &Agent) -> String {
+    wait_for(agent, "the endpoint address in the log", Duration::from_secs(60), async || {
+        log_events(agent)
+            .into_iter()
+            .find(|event| event["message"] == "serving /metrics, /healthz and /readyz")
+            .and_then(|event| event["address"].as_str().map(str::to_owned))
+    })
+    .await
+}
+
+/// A plain HTTP/1.1 GET; returns the status code and body.
+async fn http_get(address: &str, path: &str) -> Option<(u16, String)> {
+    use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
+    let mut stream = tokio::net::TcpStream::connect(address).await.ok()?;
+    let request = format!("GET {path} HTTP/1.1\r\nHost: {address}\r\nConnection: close\r\n\r\n");
+    stream.write_all(request.as_bytes()).await.ok()?;
+    let mut response = String::new();
+    stream.read_to_string(&mut response).await.ok()?;
+    let status = response.split(' ').nth(1)?.parse().ok()?;
+    let body = response.split_once("\r\n\r\n")?.1.to_owned();
+    Some((status, body))
+}
+
+/// Finds the value of the sample `line` (metric name and labels) in a scrape.
+fn sample(metrics: &str, line: &str) -> Option<f64> {
+    metrics.lines().find_map(|sample| sample.strip_prefix(line)?.strip_prefix(' ')?.split(' ').next()?.parse().ok())
 }
 
 async fn wait_for<T>(agent: &Agent, what: &str, timeout: Duration, mut probe: impl AsyncFnMut() -> Option<T>) -> T {
@@ -232,6 +280,29 @@ async fn leader_registers_and_hands_off() {
     let reopened: Value = serde_json::from_slice(&reopened).expect("credentials json");
     assert_eq!(reopened["token"], credentials["token"], "the same token, sealed to key {}", rotated.key_id());
 
+    // An operator scrapes and probes the pod as they would node_exporter.
+    let address = endpoint_address(&agent).await;
+    assert_eq!(http_get(&address, "/healthz").await.map(|(status, _)| status), Some(200));
+    assert_eq!(http_get(&address, "/readyz").await.map(|(status, _)| status), Some(200));
+    let metrics = http_get(&address, "/metrics").await.expect("scrape").1;
+    let rounds = sample(&metrics, r#"hw_agent_collector_runs_total{collector="cpu",status="ok"}"#);
+    assert!(rounds.is_some_and(|count| count >= 1.0), "cpu runs counted:\n{metrics}");
+    assert!(metrics.contains(r#"hw_agent_collector_duration_seconds_count{collector="gpu"}"#), "{metrics}");
+    assert_eq!(sample(&metrics, "hw_agent_leader"), Some(1.0), "{metrics}");
+    let expiry = sample(&metrics, "hw_agent_credentials_expiry_timestamp_seconds").expect("expiry");
+    let now = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).expect("clock").as_secs_f64();
+    assert!((now + 3_000.0..now + 7_300.0).contains(&expiry), "a 2h token expires within 2 hours: {expiry}");
+    let published = sample(&metrics, r#"hw_agent_node_report_publishes_total{outcome="created"}"#);
+    assert_eq!(published, Some(1.0), "{metrics}");
+    for request in [
+        r#"hw_agent_aiod_requests_total{endpoint="token",method="POST",outcome="success",status="200"}"#,
+        r#"hw_agent_aiod_requests_total{endpoint="api",method="GET",outcome="success",status="200"}"#,
+    ] {
+        assert!(sample(&metrics, request).is_some_and(|count| count >= 1.0), "{request} missing:\n{metrics}");
+    }
+    assert!(sample(&metrics, "process_resident_memory_bytes").is_some_and(|bytes| bytes > 0.0), "{metrics}");
+    assert!(metrics.ends_with("# EOF\n"), "{metrics}");
+
     // SIGTERM: the pod drains, releases the lease and exits 0.
     let status = Command::new("kill").args(["-TERM", &agent.0.id().to_string()]).status().expect("kill runs");
     assert!(status.success());
@@ -245,6 +316,30 @@ async fn leader_registers_and_hands_off() {
     };
     let stderr = agent.log();
     assert!(exit.success(), "exit {exit:?}; stderr:\n{stderr}");
+    // One JSON object per line, with the lifecycle events at info.
+    let events = log_events(&agent);
+    assert_eq!(events.len(), stderr.lines().count(), "every log line is JSON:\n{stderr}");
+    let messages: Vec<&str> = events.iter().filter_map(|event| event["message"].as_str()).collect();
+    for lifecycle in [
+        "configuration",
+        "collectors loaded",
+        "became the leader",
+        "registered the cluster as a computational asset",
+        "issued a token for the platform",
+        "termination requested; finishing the work in flight and releasing the lease",
+        "released the lease",
+        "stopped",
+    ] {
+        assert!(messages.contains(&lifecycle), "no `{lifecycle}` line in:\n{stderr}");
+    }
+    let configuration = events.iter().find(|event| event["message"] == "configuration").expect("configuration line");
+    let sources = configuration["sources"].as_str().expect("sources");
+    assert!(sources.contains("from the file: "), "{sources}");
+    assert!(sources.contains("interval"), "{sources}");
+    assert!(sources.contains("from the environment: "), "{sources}");
+    assert!(sources.contains("client-secret-file"), "{sources}");
+    let published = events.iter().find(|event| event["message"] == "published the node report").expect("publish line");
+    assert_eq!(published["span"]["name"], "node_round", "the event carries its unit of work: {published}");
     for token in fake.issued_tokens() {
         assert!(!stderr.contains(&token.token), "a token reached the log");
     }

@@ -138,6 +138,7 @@ fn fault_ok_mode_adds_attribute() {
 #[test]
 fn panicking_collector_is_an_error() {
     let report = collect_with_fault("panic");
+    assert_eq!(outcome(&report, "fault").limit, None, "a trap is not a limit hit");
     assert_eq!(outcome(&report, "fault").status, CollectorStatus::Error);
     let error = error_of(&report, "fault");
     assert!(error.contains("fault collector asked to panic"), "panic message missing: {error}");
@@ -156,6 +157,7 @@ fn unreachable_trap_is_an_error() {
 fn spinning_collector_times_out() {
     let report = collect_with_fault("spin");
     assert_eq!(outcome(&report, "fault").status, CollectorStatus::Timeout);
+    assert_eq!(outcome(&report, "fault").limit.as_deref(), Some("deadline"));
     assert!(error_of(&report, "fault").contains("run-time deadline of 300 ms"), "{}", error_of(&report, "fault"));
     assert_built_ins_kept(&report);
 }
@@ -164,6 +166,7 @@ fn spinning_collector_times_out() {
 fn memory_bomb_exceeds_limit() {
     let report = collect_with_fault("memory");
     assert_eq!(outcome(&report, "fault").status, CollectorStatus::LimitExceeded);
+    assert_eq!(outcome(&report, "fault").limit.as_deref(), Some("memory"));
     let error = error_of(&report, "fault");
     assert!(error.contains("memory limit exceeded"), "{error}");
     assert!(error.contains(&(16u64 << 20).to_string()), "the per-plugin limit applies: {error}");
@@ -174,6 +177,7 @@ fn memory_bomb_exceeds_limit() {
 fn deep_recursion_exceeds_stack_limit() {
     let report = collect_with_fault("recursion");
     assert_eq!(outcome(&report, "fault").status, CollectorStatus::LimitExceeded);
+    assert_eq!(outcome(&report, "fault").limit.as_deref(), Some("stack"));
     assert!(error_of(&report, "fault").contains("stack limit exceeded"), "{}", error_of(&report, "fault"));
     assert_built_ins_kept(&report);
 }
@@ -182,6 +186,7 @@ fn deep_recursion_exceeds_stack_limit() {
 fn oversized_output_is_rejected() {
     let report = collect_with_fault("output");
     assert_eq!(outcome(&report, "fault").status, CollectorStatus::LimitExceeded);
+    assert_eq!(outcome(&report, "fault").limit.as_deref(), Some("output"));
     assert!(error_of(&report, "fault").contains("output limit exceeded"), "{}", error_of(&report, "fault"));
     assert!(!report.attributes.keys().any(|key| key.starts_with("test.hw-agent/")), "nothing of it is kept");
     assert_built_ins_kept(&report);
@@ -191,6 +196,7 @@ fn oversized_output_is_rejected() {
 fn too_many_records_are_rejected() {
     let report = collect_with_fault("records");
     assert_eq!(outcome(&report, "fault").status, CollectorStatus::LimitExceeded);
+    assert_eq!(outcome(&report, "fault").limit.as_deref(), Some("records"));
     let error = error_of(&report, "fault");
     assert!(error.contains("records limit exceeded: requested 100000, limit 65536"), "{error}");
     assert_built_ins_kept(&report);
@@ -281,6 +287,7 @@ fn thousands_of_files_hit_handle_limit() {
     let report = collect_with_fault("files");
     let fault = outcome(&report, "fault");
     assert_eq!(fault.status, CollectorStatus::LimitExceeded, "{:?}", fault.error);
+    assert_eq!(fault.limit.as_deref(), Some("handles"));
     assert!(error_of(&report, "fault").contains("handles limit exceeded"), "{}", error_of(&report, "fault"));
     assert_built_ins_kept(&report);
 }
@@ -308,6 +315,7 @@ fn blocked_host_call_times_out() {
     drop(runtime);
 
     assert_eq!(outcome(&report, "fault").status, CollectorStatus::Timeout);
+    assert_eq!(outcome(&report, "fault").limit.as_deref(), Some("timeout"));
     assert!(error_of(&report, "fault").contains("wall-clock timeout of 2000 ms"), "{}", error_of(&report, "fault"));
     assert_built_ins_kept(&report);
 }

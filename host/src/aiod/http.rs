@@ -10,6 +10,7 @@ use serde_json::Value;
 
 use super::AiodSettings;
 use super::tls;
+use crate::metrics::{Metrics, RequestOutcome};
 
 /// How often and how patiently to retry a request that failed in a way that
 /// may pass: no response (connect error, reset, timeout), or HTTP 429, 500,
@@ -139,10 +140,14 @@ struct TokenResponse {
 
 /// Fetches an access token with the client-credentials grant, retrying
 /// failures that may pass.
-pub async fn fetch_token(http: &reqwest::Client, settings: &AiodSettings) -> anyhow::Result<SecretString> {
+pub async fn fetch_token(
+    http: &reqwest::Client,
+    settings: &AiodSettings,
+    metrics: Option<&Metrics>,
+) -> anyhow::Result<SecretString> {
     let mut retry = 0;
     loop {
-        match request_token(http, settings).await {
+        match request_token(http, settings, metrics).await {
             Ok(token) => return Ok(token),
             Err(TokenFailure::Retryable(message)) if retry < settings.retry.max_retries => {
                 let delay = settings.retry.delay(retry);
@@ -165,14 +170,26 @@ enum TokenFailure {
     Final(anyhow::Error),
 }
 
-async fn request_token(http: &reqwest::Client, settings: &AiodSettings) -> Result<SecretString, TokenFailure> {
+async fn request_token(
+    http: &reqwest::Client,
+    settings: &AiodSettings,
+    metrics: Option<&Metrics>,
+) -> Result<SecretString, TokenFailure> {
     let form = [
         ("grant_type", "client_credentials"),
         ("client_id", settings.client_id.as_str()),
         ("client_secret", settings.client_secret.expose_secret()),
         ("scope", "openid profile roles"),
     ];
-    let response = match http.post(&settings.token_url).form(&form).send().await {
+    let sent = http.post(&settings.token_url).form(&form).send().await;
+    if let Some(metrics) = metrics {
+        let outcome = match &sent {
+            Ok(response) => RequestOutcome::Status(response.status().as_u16()),
+            Err(_) => RequestOutcome::Transport,
+        };
+        metrics.observe_aiod_request("token", "POST", outcome);
+    }
+    let response = match sent {
         Ok(response) => response,
         Err(error) => {
             let failure = transport_error(error);

@@ -8,7 +8,7 @@ mod http;
 pub mod tls;
 
 use std::path::PathBuf;
-use std::sync::Mutex;
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use anyhow::Context as _;
@@ -16,6 +16,8 @@ use reqwest::{Method, StatusCode};
 use secrecy::{ExposeSecret as _, SecretString};
 use serde_json::Value;
 use tracing::Instrument as _;
+
+use crate::metrics::{Metrics, RequestOutcome};
 
 pub use asset::{DESCRIPTION_MAX_CHARS, asset_body, cluster_asset_body, machine_resource_identifier};
 pub use handoff::{CREDENTIALS_SCHEMA, CredentialsPlaintext, HandOff, KeyPolicy, PlatformKey, key_id, seal};
@@ -56,14 +58,22 @@ pub struct AiodClient {
     settings: AiodSettings,
     /// Replaced when the API rejects it with 401, as it does once the token expires.
     token: Mutex<SecretString>,
+    /// Counts every request attempt when the client serves `hw-agent run`.
+    metrics: Option<Arc<Metrics>>,
 }
 
 impl AiodClient {
     /// Builds the HTTPS client and fetches a token.
     pub async fn connect(settings: AiodSettings) -> anyhow::Result<Self> {
+        Self::connect_with_metrics(settings, None).await
+    }
+
+    /// As [`AiodClient::connect`], counting each request attempt, the token
+    /// requests included, in `metrics`.
+    pub async fn connect_with_metrics(settings: AiodSettings, metrics: Option<Arc<Metrics>>) -> anyhow::Result<Self> {
         let http = tls::http_client(settings.ca_cert.as_deref(), settings.request_timeout)?;
-        let token = http::fetch_token(&http, &settings).await?;
-        Ok(Self { http, settings, token: Mutex::new(token) })
+        let token = http::fetch_token(&http, &settings, metrics.as_deref()).await?;
+        Ok(Self { http, settings, token: Mutex::new(token), metrics })
     }
 
     pub fn settings(&self) -> &AiodSettings {
@@ -191,7 +201,7 @@ impl AiodClient {
                 {
                     token_refreshed = true;
                     tracing::info!(%url, "access token rejected; fetching a new one");
-                    let token = http::fetch_token(&self.http, &self.settings)
+                    let token = http::fetch_token(&self.http, &self.settings, self.metrics.as_deref())
                         .await
                         .map_err(|error| RequestError::Transport { message: format!("{error:#}"), retryable: false })?;
                     if let Ok(mut current) = self.token.lock() {
@@ -222,6 +232,7 @@ impl AiodClient {
         body: Option<&Value>,
         authorized: bool,
     ) -> Result<Value, RequestError> {
+        let method_name = method.as_str().to_owned();
         let mut request = self.http.request(method, url).header(reqwest::header::ACCEPT, "application/json");
         if authorized {
             let token = match self.token.lock() {
@@ -234,7 +245,15 @@ impl AiodClient {
             request = request.json(body);
         }
 
-        let response = request.send().await.map_err(http::transport_error)?;
+        let sent = request.send().await;
+        if let Some(metrics) = &self.metrics {
+            let outcome = match &sent {
+                Ok(response) => RequestOutcome::Status(response.status().as_u16()),
+                Err(_) => RequestOutcome::Transport,
+            };
+            metrics.observe_aiod_request("api", &method_name, outcome);
+        }
+        let response = sent.map_err(http::transport_error)?;
         let status = response.status();
         let bytes = response.bytes().await.map_err(http::transport_error)?;
         let body: Value = serde_json::from_slice(&bytes).unwrap_or(Value::Null);

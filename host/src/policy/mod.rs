@@ -168,7 +168,7 @@ impl Policy {
     /// policy that the file does not name stay in force, so a file that only
     /// adds a plugin keeps the `nodes` collector's grants.
     pub fn load(path: &Path) -> Result<Self, String> {
-        let text = read_policy_file(path)?;
+        let text = crate::config::read_small_file(path, "policy file")?;
         let origin = path.display().to_string();
         Self::parse(&text, &origin, Some(Self::built_in()))
             .map_err(|error| if error.contains(&origin) { error } else { format!("{origin}: {error}") })
@@ -177,11 +177,7 @@ impl Policy {
     fn parse(text: &str, origin: &str, inherit: Option<Policy>) -> Result<Self, String> {
         // The message and line only: toml's own rendering quotes the source
         // line, which for a file mistaken for the policy can be a secret.
-        let invalid = |error: toml::de::Error| {
-            let line = error.span().map(|span| text[..span.start.min(text.len())].lines().count().max(1));
-            let at = line.map(|line| format!(" at line {line}")).unwrap_or_default();
-            format!("invalid policy {origin}{at}: {}", error.message().trim())
-        };
+        let invalid = |error: toml::de::Error| crate::config::toml_error(text, &format!("policy {origin}"), &error);
         let table: toml::Table = toml::from_str(text).map_err(invalid)?;
         check_keys(&table).map_err(|error| format!("invalid policy {origin}: {error}"))?;
         let file: PolicyFile = table.try_into().map_err(invalid)?;
@@ -427,28 +423,6 @@ fn check_keys(table: &toml::Table) -> Result<(), String> {
         Some(_) => return Err("`collectors` must hold tables such as [collectors.NAME]".to_owned()),
     }
     Ok(())
-}
-
-/// Largest policy file read, in bytes; a policy is a few hundred bytes.
-const POLICY_FILE_MAX_BYTES: u64 = 1 << 20;
-
-/// Reads a policy file, which must be a regular file of at most 1 MiB, so a
-/// FIFO or `/dev/zero` given by mistake fails at once instead of hanging.
-fn read_policy_file(path: &Path) -> Result<String, String> {
-    let shown = path.display();
-    let metadata =
-        std::fs::metadata(path).map_err(|error| format!("failed to read the policy file {shown}: {error}"))?;
-    if !metadata.is_file() {
-        return Err(format!("the policy file {shown} is not a regular file; pass a TOML file"));
-    }
-    if metadata.len() > POLICY_FILE_MAX_BYTES {
-        return Err(format!(
-            "the policy file {shown} has {} bytes, more than the {POLICY_FILE_MAX_BYTES} a policy may have; pass the TOML policy",
-            metadata.len()
-        ));
-    }
-    let bytes = std::fs::read(path).map_err(|error| format!("failed to read the policy file {shown}: {error}"))?;
-    String::from_utf8(bytes).map_err(|_| format!("the policy file {shown} is not UTF-8 text; pass a TOML file"))
 }
 
 fn check_timeouts(section: &str, limits: &GuestLimits) -> Result<(), String> {

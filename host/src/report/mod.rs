@@ -71,6 +71,7 @@ pub fn merge(runs: Vec<CollectorRun>, include_identifiers: bool) -> NodeReport {
             status: CollectorStatus::Ok,
             duration_ms: (run.duration.as_secs_f64() * 1e6).round() / 1e3,
             error: None,
+            limit: None,
             warnings: Vec::new(),
         };
         match run.result {
@@ -78,6 +79,7 @@ pub fn merge(runs: Vec<CollectorRun>, include_identifiers: bool) -> NodeReport {
             Err(failure) => {
                 outcome.status = failure.status;
                 outcome.error = Some(failure.message);
+                outcome.limit = failure.limit.map(str::to_owned);
             }
         }
         collectors.push(outcome);

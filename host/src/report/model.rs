@@ -211,6 +211,11 @@ pub struct CollectorOutcome {
     /// Wall time of instantiation and `collect`, in milliseconds.
     pub duration_ms: f64,
     pub error: Option<String>,
+    /// The sandbox limit that stopped the collector, with status `timeout`
+    /// or `limit_exceeded`: `memory`, `table`, `stack`, `handles`, `output`,
+    /// `records`, `deadline` (run time) or `timeout` (wall clock).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub limit: Option<String>,
     /// Parts of the collector's result the host dropped, with the reason.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub warnings: Vec<String>,

@@ -138,15 +138,23 @@ impl std::fmt::Debug for LoadedCollector {
 pub struct GuestFailure {
     pub status: CollectorStatus,
     pub message: String,
+    /// The sandbox limit that stopped the call: `memory`, `table`, `stack`,
+    /// `handles`, `output`, `records`, `deadline` (run time) or `timeout`
+    /// (wall clock).
+    pub limit: Option<&'static str>,
 }
 
 impl GuestFailure {
     pub fn error(message: impl Into<String>) -> Self {
-        Self { status: CollectorStatus::Error, message: message.into() }
+        Self { status: CollectorStatus::Error, message: message.into(), limit: None }
     }
 
     fn limit(limit: LimitExceeded) -> Self {
-        Self { status: CollectorStatus::LimitExceeded, message: limit.to_string() }
+        Self { status: CollectorStatus::LimitExceeded, message: limit.to_string(), limit: Some(limit.resource) }
+    }
+
+    fn hit(status: CollectorStatus, limit: &'static str, message: String) -> Self {
+        Self { status, message, limit: Some(limit) }
     }
 }
 
@@ -546,11 +554,11 @@ impl Runtime {
         let duration = started.elapsed();
         match &result {
             Ok(_) => {
-                tracing::debug!(collector = %name, duration_ms = duration.as_secs_f64() * 1e3, "collector finished")
+                tracing::debug!(collector = %name, duration_ms = duration.as_secs_f64() * 1e3, "collector finished");
+                crate::logging::repeats().clear(&format!("collector `{name}` failed"));
             }
-            Err(failure) => {
-                tracing::warn!(collector = %name, status = ?failure.status, error = %failure.message, "collector failed")
-            }
+            // A collector that fails every round is logged once per window.
+            Err(failure) => crate::logging::repeats().warn(&format!("collector `{name}` failed"), &failure.message),
         }
         CollectorRun {
             name,
@@ -594,14 +602,15 @@ impl Runtime {
             Ok(Ok(Ok(output))) => Ok(output),
             Ok(Ok(Err(error))) => Err(classify(&error, &stderr, &limits)),
             Ok(Err(error)) => Err(GuestFailure::error(format!("the thread running the collector failed: {error}"))),
-            Err(_) => Err(GuestFailure {
-                status: CollectorStatus::Timeout,
-                message: format!(
+            Err(_) => Err(GuestFailure::hit(
+                CollectorStatus::Timeout,
+                "timeout",
+                format!(
                     "wall-clock timeout of {} ms exceeded, most often because the collector was blocked \
                          in a host call such as a read that never returns",
                     limits.timeout_ms
                 ),
-            }),
+            )),
         }
     }
 
@@ -737,26 +746,26 @@ fn classify(error: &wasmtime::Error, stderr: &MemoryOutputPipe, limits: &GuestLi
         return GuestFailure::limit(limit.clone());
     }
     if let Some(ResourceTableError::Full) = error.downcast_ref::<ResourceTableError>() {
-        return GuestFailure {
-            status: CollectorStatus::LimitExceeded,
-            message: format!(
-                "handles limit exceeded: more than {} open files, directories or streams",
-                limits.max_handles
-            ),
-        };
+        return GuestFailure::hit(
+            CollectorStatus::LimitExceeded,
+            "handles",
+            format!("handles limit exceeded: more than {} open files, directories or streams", limits.max_handles),
+        );
     }
     match error.downcast_ref::<Trap>() {
         Some(Trap::Interrupt) => {
-            return GuestFailure {
-                status: CollectorStatus::Timeout,
-                message: format!("run-time deadline of {} ms exceeded", limits.deadline_ms),
-            };
+            return GuestFailure::hit(
+                CollectorStatus::Timeout,
+                "deadline",
+                format!("run-time deadline of {} ms exceeded", limits.deadline_ms),
+            );
         }
         Some(Trap::StackOverflow) => {
-            return GuestFailure {
-                status: CollectorStatus::LimitExceeded,
-                message: format!("stack limit exceeded: the call stack grew past {} KiB", MAX_WASM_STACK >> 10),
-            };
+            return GuestFailure::hit(
+                CollectorStatus::LimitExceeded,
+                "stack",
+                format!("stack limit exceeded: the call stack grew past {} KiB", MAX_WASM_STACK >> 10),
+            );
         }
         _ => {}
     }
