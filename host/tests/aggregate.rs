@@ -1,93 +1,22 @@
 //! Aggregation of synthetic 5,000-node clusters into a cluster report that
 //! fits AIoD's 65,535-character description, with exact totals.
 //!
-//! The hardware reports come from the real collectors run over the fixture
-//! roots; the Kubernetes side is built the way the `nodes` collector
-//! returns it. Timings are printed, not asserted (docs/BENCHMARKS.md).
+//! The clusters come from `common/synthetic.rs`. Timings are printed, not
+//! asserted; `cargo bench -p hw-agent --bench aggregate` measures them
+//! (docs/BENCHMARKS.md).
 
 mod common;
 
-use std::collections::BTreeMap;
 use std::time::Instant;
 
 use chrono::Utc;
+use common::synthetic;
 use hw_agent::cluster::aggregate::{
     ClusterInfo, ClusterInputs, ClusterReport, DESCRIPTION_MAX_CHARS, aggregate, describe,
 };
-use hw_agent::cluster::crd::{NodeHardwareReport, NodeHardwareReportSpec, ReportSummary};
-use hw_agent::cluster::nodes::{ClusterNode, NodeAccelerators, Resources};
-use hw_agent::report::model::{AgentInfo, NodeReport};
-
-const ROOTS: [&str; 4] = ["intel-xeon-2s-nvidia", "amd-epyc-instinct", "arm64-ampere-altra", "intel-hybrid-laptop"];
-
-fn fixture_reports() -> Vec<NodeReport> {
-    let cache = tempfile::tempdir().expect("cache dir");
-    ROOTS
-        .iter()
-        .map(|root| common::collect_once(&common::settings(&common::fixture(root), None, cache.path())))
-        .collect()
-}
-
-fn cluster_node(name: &str, report: &NodeReport, memory_jitter: u64, ready: bool) -> ClusterNode {
-    let gpus = report.accelerators.as_ref().map(Vec::len).unwrap_or(0) as u64;
-    let memory = report.memory.as_ref().map(|memory| memory.total_bytes).unwrap_or(0) - memory_jitter;
-    let mut extended = BTreeMap::new();
-    if gpus > 0 {
-        extended.insert("nvidia.com/gpu".to_owned(), gpus);
-    }
-    let resources = Resources {
-        cpu_millicores: report.cpu.as_ref().map(|cpu| u64::from(cpu.threads) * 1000),
-        memory_bytes: Some(memory),
-        ephemeral_storage_bytes: Some(1 << 40),
-        pods: Some(110),
-        extended,
-    };
-    ClusterNode {
-        name: name.to_owned(),
-        uid: format!("uid-{name}"),
-        roles: Vec::new(),
-        architecture: report.node.architecture.clone(),
-        operating_system: Some("linux".to_owned()),
-        os_image: Some("Ubuntu 24.04.1 LTS".to_owned()),
-        kernel_version: report.node.kernel.clone(),
-        kubelet_version: Some("v1.33.2".to_owned()),
-        container_runtime: Some("containerd://1.7.22".to_owned()),
-        instance_type: None,
-        zone: Some("zone-a".to_owned()),
-        region: None,
-        capacity: resources.clone(),
-        allocatable: resources,
-        accelerators: (gpus > 0)
-            .then(|| NodeAccelerators {
-                resource: "nvidia.com/gpu".to_owned(),
-                vendor: "nvidia".to_owned(),
-                count: gpus,
-                allocatable: gpus,
-                product: None,
-                memory_bytes: None,
-            })
-            .into_iter()
-            .collect(),
-        ready: Some(ready),
-        pressure: Vec::new(),
-        taints: Vec::new(),
-        unschedulable: false,
-        created: None,
-    }
-}
-
-fn hardware_object(name: &str, report: &NodeReport) -> NodeHardwareReport {
-    NodeHardwareReport::new(
-        name,
-        NodeHardwareReportSpec {
-            node_name: name.to_owned(),
-            fingerprint: "synthetic".to_owned(),
-            agent_version: "test".to_owned(),
-            summary: ReportSummary::of(report),
-            report: serde_json::to_value(report).expect("serialises"),
-        },
-    )
-}
+use hw_agent::cluster::crd::NodeHardwareReport;
+use hw_agent::cluster::nodes::ClusterNode;
+use hw_agent::report::model::AgentInfo;
 
 fn run(nodes: &[ClusterNode], reports: &[NodeHardwareReport], label: &str) -> (String, ClusterReport, ClusterReport) {
     let started = Instant::now();
@@ -128,16 +57,8 @@ fn check_counts(plain: &str, full: &ClusterReport, nodes: usize) {
 
 #[test]
 fn uniform_5000_node_cluster_lists_every_node() {
-    let fixtures = fixture_reports();
-    let mut nodes = Vec::new();
-    let mut reports = Vec::new();
-    for index in 0..5_000usize {
-        let kind = index % 4;
-        let name = format!("{}-{index:05}", ["gpu", "mi", "arm", "edge"][kind]);
-        // Identical machines differ by a few MiB of firmware reservations.
-        nodes.push(cluster_node(&name, &fixtures[kind], (index as u64 % 7) << 20, index % 100 != 0));
-        reports.push(hardware_object(&name, &fixtures[kind]));
-    }
+    let fixtures = synthetic::fixture_reports();
+    let (nodes, reports) = synthetic::uniform(&fixtures, 5_000);
     let (plain, full, condensed) = run(&nodes, &reports, "uniform");
     check_counts(&plain, &full, 5_000);
     assert_eq!(condensed.groups.len(), 4, "four machine types make four groups");
@@ -155,26 +76,9 @@ fn uniform_5000_node_cluster_lists_every_node() {
 
 #[test]
 fn diverse_5000_node_cluster_is_condensed_not_cut() {
-    let fixtures = fixture_reports();
-    let mut nodes = Vec::new();
-    let mut reports = Vec::new();
-    for index in 0..5_000usize {
-        // Random-looking names and a distinct memory size per node: no two
-        // nodes share a profile, the worst case for grouping.
-        let name = format!("host-{:08x}", (index as u64).wrapping_mul(0x9E37_79B9_7F4A_7C15) >> 32);
-        let mut report = fixtures[index % 4].clone();
-        if let Some(memory) = report.memory.as_mut() {
-            memory.total_bytes += (index as u64) << 30;
-        }
-        let mut node = cluster_node(&name, &report, 0, true);
-        node.kubelet_version = Some(format!("v1.33.{}", index % 3));
-        nodes.push(node);
-        if index % 10 != 0 {
-            reports.push(hardware_object(&name, &report));
-        }
-    }
-    // A report whose node was deleted is ignored with a warning.
-    reports.push(hardware_object("deleted-node", &fixtures[0]));
+    let fixtures = synthetic::fixture_reports();
+    // Includes a report whose node was deleted: ignored with a warning.
+    let (nodes, reports) = synthetic::diverse(&fixtures, 5_000);
     let (plain, full, condensed) = run(&nodes, &reports, "diverse");
     check_counts(&plain, &full, 5_000);
     assert_eq!(full.nodes_with_hardware_report, 4_500);
