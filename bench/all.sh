@@ -21,13 +21,19 @@ cargo build --release -p fake-kube --example serve
 
 OUT="$out/collect" bench/collect.sh | tee "$out/collect.txt"
 
-# `run` with a warm cache, as after a pod's first start.
+# `run` on a first start (it compiles the collectors in the process), with
+# glibc's default malloc arenas and with MALLOC_ARENA_MAX=2 as the image
+# and DaemonSet set it; then restarts with the compiled collectors in the
+# cache, with the on-demand and the pooling allocator.
+first=$(mktemp -d)
 cache=$(mktemp -d)
-trap 'rm -rf "$cache"' EXIT
-"$AGENT" collect --cache-dir "$cache" > /dev/null
-for allocator in on-demand pooling; do
-  CACHE=$cache ALLOCATOR=$allocator bench/run-memory.sh | tee "$out/run-memory-$allocator.txt"
-done
+trap 'rm -rf "$first" "$cache"' EXIT
+export DURATION=${DURATION:-120} WARMUP=${WARMUP:-60}
+CACHE=$first ALLOCATOR=on-demand bench/run-memory.sh | tee "$out/run-memory-first-start-default-arenas.txt"
+CACHE=$cache ALLOCATOR=on-demand MALLOC_ARENA_MAX=2 bench/run-memory.sh | tee "$out/run-memory-first-start.txt"
+CACHE=$cache ALLOCATOR=on-demand MALLOC_ARENA_MAX=2 bench/run-memory.sh | tee "$out/run-memory-restart.txt"
+CACHE=$cache ALLOCATOR=pooling MALLOC_ARENA_MAX=2 bench/run-memory.sh | tee "$out/run-memory-restart-pooling.txt"
+unset DURATION WARMUP
 
 cargo bench -p hw-agent --bench collectors | tee "$out/criterion-collectors.txt"
 cargo bench -p hw-agent --bench aggregate | tee "$out/criterion-aggregate.txt"

@@ -22,7 +22,7 @@ for tool in hyperfine lshw hwinfo lscpu lspci /usr/bin/time; do
 done
 
 echo "machine: $(nproc) CPUs, $(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2 | xargs), $(uname -r), $(. /etc/os-release && echo "$PRETTY_NAME")"
-echo "agent: $("$agent" --version), lshw $(dpkg-query -W -f="${Version}" lshw 2>/dev/null), hwinfo $(hwinfo --version), $(lscpu --version), lspci $(lspci --version | awk '{print $3}')"
+echo "agent: $("$agent" --version), lshw $(dpkg-query -W -f='${Version}' lshw 2>/dev/null), hwinfo $(hwinfo --version), $(lscpu --version), lspci $(lspci --version | awk '{print $3}')"
 
 # Fill the warm cache once.
 "$agent" collect --cache-dir "$warm_cache" > /dev/null

@@ -43,7 +43,7 @@ agent_pid=$!
 pids+=("$agent_pid")
 
 echo "machine: $(nproc) CPUs, $(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2 | xargs), $(uname -r)"
-echo "agent: $("$agent" --version), allocator $allocator, interval $interval, $nodes nodes, $duration s"
+echo "agent: $("$agent" --version), allocator $allocator, interval $interval, $nodes nodes, $duration s${MALLOC_ARENA_MAX:+, MALLOC_ARENA_MAX=$MALLOC_ARENA_MAX}"
 samples=()
 for second in $(seq "$duration"); do
   sleep 1
