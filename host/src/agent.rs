@@ -265,7 +265,7 @@ impl Agent {
             generated_at: Utc::now(),
         });
         let (plain, condensed) = describe(&report)?;
-        tracing::info!(
+        tracing::debug!(
             nodes = report.node_count,
             groups = report.groups.len(),
             characters = plain.chars().count(),

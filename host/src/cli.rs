@@ -542,6 +542,7 @@ impl AiodArgs {
         if !(1..=60_000).contains(&self.retry_base_ms) {
             return Err(ConfigError(format!("--retry-base-ms {} is out of range; use 1 to 60000", self.retry_base_ms)));
         }
+        check_small_file("--client-secret-file", client_secret_file, SECRET_FILE_MAX_BYTES)?;
         let secret = std::fs::read_to_string(client_secret_file).map_err(|error| {
             ConfigError(format!(
                 "failed to read --client-secret-file {}: {error}; the file must hold the OIDC client secret",
@@ -569,6 +570,28 @@ impl AiodArgs {
     }
 }
 
+/// Largest client secret file read, in bytes.
+const SECRET_FILE_MAX_BYTES: u64 = 64 << 10;
+
+/// Checks that `path` is a regular file of at most `max_bytes`, so a FIFO or
+/// `/dev/zero` given by mistake fails at once instead of hanging or filling
+/// memory. The message never shows the file's contents.
+fn check_small_file(flag: &str, path: &std::path::Path, max_bytes: u64) -> Result<(), ConfigError> {
+    let shown = path.display();
+    let metadata =
+        std::fs::metadata(path).map_err(|error| ConfigError(format!("failed to read {flag} {shown}: {error}")))?;
+    if !metadata.is_file() {
+        return Err(ConfigError(format!("{flag} {shown} is not a regular file; pass the path of a file")));
+    }
+    if metadata.len() > max_bytes {
+        return Err(ConfigError(format!(
+            "{flag} {shown} has {} bytes, more than the {max_bytes} allowed; check that it is the right file",
+            metadata.len()
+        )));
+    }
+    Ok(())
+}
+
 /// Accepts 1-64 characters of `[a-z0-9_-]`. AIoD stores platform names
 /// lowercase and recommends snake_case, and the name goes into URL paths, so
 /// anything else (`..`, `?`, `/`) is refused rather than encoded.
@@ -583,6 +606,7 @@ fn check_ca_file(path: &std::path::Path) -> Result<(), ConfigError> {
     use rustls_pki_types::CertificateDer;
     use rustls_pki_types::pem::PemObject as _;
 
+    check_small_file("--ca-cert", path, crate::config::MAX_FILE_BYTES)?;
     let certificates: Result<Vec<CertificateDer<'static>>, _> = CertificateDer::pem_file_iter(path)
         .map_err(|error| {
             ConfigError(format!(
@@ -746,6 +770,14 @@ pub struct RunSettings {
 impl RunCommand {
     pub fn settings(&self) -> Result<RunSettings, ConfigError> {
         let collect = self.collect.settings()?;
+        let nodes = crate::policy::NODES_COLLECTOR;
+        if let Err(reason) = collect.policy.decide(nodes, &[crate::runtime::Capability::NodeList]) {
+            return Err(ConfigError(format!(
+                "{} denies the built-in `{nodes}` collector the node list, which the leader needs ({reason}); \
+                 keep `node_list = true` in [collectors.{nodes}]",
+                collect.policy.origin()
+            )));
+        }
         let kube = self.kube.settings(&self.access)?;
         let aiod = self.aiod.settings()?;
         if !valid_dns_subdomain(&self.node_name) {

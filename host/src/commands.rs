@@ -237,38 +237,56 @@ pub async fn run(command: RunCommand) -> Result<(), CommandError> {
         metrics: std::sync::Arc::new(crate::metrics::Metrics::new()),
         ready: std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false)),
     };
+    // Signals are counted from here on, so a SIGTERM while the collectors
+    // compile stops the start instead of killing the process.
+    let (signals_tx, mut signals) = tokio::sync::watch::channel(0u32);
+    tokio::spawn(async move {
+        loop {
+            wait_for_termination().await;
+            signals_tx.send_modify(|count| *count += 1);
+        }
+    });
     let (shutdown_tx, shutdown_rx) = tokio::sync::watch::channel(false);
+    // The endpoints stop only after the drain, so probes and scrapes get
+    // answers (`/readyz` 503) while the pod stops.
+    let (endpoints_tx, endpoints_rx) = tokio::sync::watch::channel(false);
     // Served while the collectors load, so the startup probe reaches a live
     // process during a first start's compilation.
     if let Some(listener) = listener {
         let address = listener.local_addr().map(|address| address.to_string()).unwrap_or_default();
         tracing::info!(%address, "serving /metrics, /healthz and /readyz");
-        let (state, shutdown) = (state.clone(), shutdown_rx.clone());
+        let state = state.clone();
         tokio::spawn(async move {
-            if let Err(error) = crate::endpoints::serve(listener, state, shutdown).await {
+            if let Err(error) = crate::endpoints::serve(listener, state, endpoints_rx).await {
                 tracing::error!(error = %format!("{error:#}"), "the metrics and health endpoint stopped");
             }
         });
     }
-    let agent = crate::agent::Agent::start(settings, connection, state).await?;
+    let agent = tokio::select! {
+        agent = crate::agent::Agent::start(settings, connection, state) => agent?,
+        _ = signals.changed() => {
+            tracing::info!("termination requested while loading the collectors; stopping");
+            return Ok(());
+        }
+    };
     let mut running = tokio::spawn(agent.run(shutdown_rx));
     tokio::select! {
         _ = &mut running => return Ok(()),
-        () = wait_for_termination() => {}
+        _ = signals.changed() => {}
     }
     tracing::info!(grace = %humanize(grace), "termination requested; finishing the work in flight and releasing the lease");
     let _ = shutdown_tx.send(true);
     tokio::select! {
-        _ = &mut running => Ok(()),
+        _ = &mut running => {}
         () = tokio::time::sleep(grace) => {
             tracing::warn!(grace = %humanize(grace), "the work in flight did not finish within the shutdown grace period; exiting without it");
-            Ok(())
         }
-        () = wait_for_termination() => {
+        _ = signals.changed() => {
             tracing::warn!("second termination signal; exiting without waiting for the work in flight");
-            Ok(())
         }
     }
+    let _ = endpoints_tx.send(true);
+    Ok(())
 }
 
 /// Renders a duration as `90s`, the form the options take.
@@ -281,8 +299,12 @@ fn humanize(duration: Duration) -> String {
 /// context) and exits with status 64.
 async fn connect_cluster(kubeconfig: Option<&Path>) -> Result<crate::cluster::Connection, ConfigError> {
     crate::cluster::connect(kubeconfig).await.map_err(|error| {
-        let cause = error.root_cause().to_string();
-        let top = error.to_string();
+        // The first line of each part only: a YAML parser's message goes on
+        // to quote the lines around the error, which in a kubeconfig (or a
+        // secret passed as one by mistake) hold tokens.
+        let first_line = |text: String| text.lines().next().unwrap_or_default().to_owned();
+        let cause = first_line(error.root_cause().to_string());
+        let top = first_line(error.to_string());
         if top.contains(&cause) { ConfigError(top) } else { ConfigError(format!("{top}: {cause}")) }
     })
 }

@@ -140,8 +140,10 @@ pub struct Parsed {
 /// Parses `args` (the program name first) with the configuration file
 /// named by `--config` or `HW_AGENT_CONFIG`, if any.
 pub fn parse(args: Vec<OsString>) -> Result<Parsed, ParseError> {
+    // Help and version never depend on a configuration file being valid.
     let file = config_path(&args)
-        .or_else(|| std::env::var_os(CONFIG_ENV).filter(|value| !value.is_empty()).map(PathBuf::from));
+        .or_else(|| std::env::var_os(CONFIG_ENV).filter(|value| !value.is_empty()).map(PathBuf::from))
+        .filter(|_| !asks_for_help(&args));
     let mut command = Cli::command();
     let mut from_file = BTreeMap::new();
     if let Some(path) = &file {
@@ -152,14 +154,24 @@ pub fn parse(args: Vec<OsString>) -> Result<Parsed, ParseError> {
             from_file.insert(long, key.clone());
         }
     }
+    let args_copy = args.clone();
     let matches = match command.try_get_matches_from_mut(args) {
         Ok(matches) => matches,
-        Err(error) => return Err(explain_file_value(error, file.as_deref(), &from_file)),
+        Err(error) => return Err(explain_value_source(error, &command, &args_copy, file.as_deref(), &from_file)),
     };
     let cli = Cli::from_arg_matches(&matches).map_err(ParseError::Clap)?;
     let mut sources = Sources { file, settings: BTreeMap::new() };
     collect_sources(&command, &matches, &from_file, &mut sources.settings);
     Ok(Parsed { cli, sources })
+}
+
+/// Tells whether the arguments before a `--` terminator ask for help or the
+/// version.
+fn asks_for_help(args: &[OsString]) -> bool {
+    args.iter()
+        .skip(1)
+        .map_while(|arg| arg.to_str().filter(|text| *text != "--"))
+        .any(|text| matches!(text, "-h" | "--help" | "-V" | "--version" | "help"))
 }
 
 /// Finds `--config FILE` or `--config=FILE` before a `--` terminator.
@@ -251,29 +263,50 @@ fn set_default(command: clap::Command, long: &str, value: &str) -> clap::Command
     command.mut_subcommands(|subcommand| set_default(subcommand, long, value))
 }
 
-/// Rewrites clap's error for an invalid value that came from the file, so
-/// it names the file and key rather than only the flag.
-fn explain_file_value(error: clap::Error, file: Option<&Path>, from_file: &BTreeMap<String, String>) -> ParseError {
-    let invalid_value = matches!(error.kind(), ErrorKind::InvalidValue | ErrorKind::ValueValidation);
-    let flag = match error.get(ContextKind::InvalidArg) {
-        Some(ContextValue::String(flag)) => Some(flag.clone()),
-        _ => None,
+/// Rewrites clap's error for an invalid value that came from the file or
+/// from an environment variable, so it names that place rather than only a
+/// flag the user never passed.
+fn explain_value_source(
+    error: clap::Error,
+    command: &clap::Command,
+    args: &[OsString],
+    file: Option<&Path>,
+    from_file: &BTreeMap<String, String>,
+) -> ParseError {
+    if !matches!(error.kind(), ErrorKind::InvalidValue | ErrorKind::ValueValidation) {
+        return ParseError::Clap(error);
+    }
+    let Some(ContextValue::String(flag)) = error.get(ContextKind::InvalidArg) else {
+        return ParseError::Clap(error);
     };
-    let key = flag
-        .as_deref()
-        .and_then(|flag| flag.strip_prefix("--"))
-        .map(|flag| flag.split([' ', '=']).next().unwrap_or(flag))
-        .and_then(|long| from_file.get(long));
-    match (invalid_value, key, file) {
-        (true, Some(key), Some(file)) => {
-            let rendered = error.render().to_string();
-            let detail: Vec<&str> = rendered
-                .lines()
-                .take_while(|line| !line.trim().is_empty())
-                .map(|line| line.trim_start_matches("error: ").trim())
-                .collect();
-            ParseError::Config(format!("{}: key `{key}`: {}", file.display(), detail.join(" ")))
-        }
+    let Some(long) = flag.strip_prefix("--").map(|flag| flag.split([' ', '=']).next().unwrap_or(flag).to_owned())
+    else {
+        return ParseError::Clap(error);
+    };
+    let rendered = error.render().to_string();
+    let detail: Vec<&str> = rendered
+        .lines()
+        .take_while(|line| !line.trim().is_empty())
+        .map(|line| line.trim_start_matches("error: ").trim())
+        .collect();
+    let detail = detail.join(" ");
+    let on_command_line = args
+        .iter()
+        .filter_map(|arg| arg.to_str())
+        .any(|arg| arg == format!("--{long}") || arg.starts_with(&format!("--{long}=")));
+    if on_command_line {
+        return ParseError::Clap(error);
+    }
+    let mut found = Vec::new();
+    find_args(command, &long, &mut found);
+    let variable = found
+        .iter()
+        .filter_map(|arg| arg.get_env())
+        .find(|name| std::env::var_os(name).is_some())
+        .map(|name| name.to_string_lossy().into_owned());
+    match (variable, from_file.get(&long), file) {
+        (Some(variable), _, _) => ParseError::Config(format!("{variable}: {detail}")),
+        (None, Some(key), Some(file)) => ParseError::Config(format!("{}: key `{key}`: {detail}", file.display())),
         _ => ParseError::Clap(error),
     }
 }

@@ -46,6 +46,9 @@ pub fn directives(filter: &str) -> String {
 /// Parses `filter` (RUST_LOG syntax) and installs the global subscriber
 /// writing to stderr. Returns the parse error's text for a bad filter.
 pub fn init(filter: &str, format: LogFormat) -> Result<(), String> {
+    if filter.trim().is_empty() {
+        return Err("the filter is empty and would silence every message, errors included".to_owned());
+    }
     let filter = tracing_subscriber::EnvFilter::try_new(directives(filter)).map_err(|error| error.to_string())?;
     let builder = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr);
     match format {

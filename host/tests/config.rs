@@ -131,3 +131,68 @@ fn config_file_sets_collect_options() {
     assert_eq!(report["cpu"]["sockets"], 2, "the file's host_root was inspected");
     assert!(dir.path().join("cache").is_dir(), "the file's cache_dir was used");
 }
+
+#[test]
+fn broken_kubeconfig_error_hides_its_contents() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let kubeconfig = dir.path().join("kubeconfig");
+    std::fs::write(
+        &kubeconfig,
+        "apiVersion: v1\nkind: Config\nusers:\n- name: u\n  user:\n    token: eyJSECRETTOKEN: x: y\n",
+    )
+    .expect("kubeconfig written");
+    let cache = dir.path().join("cache");
+    let output = hw_agent(
+        &["run", "--kubeconfig", &kubeconfig.to_string_lossy(), "--cache-dir", &cache.to_string_lossy()],
+        &[("NODE_NAME", "gpu-001"), ("HW_AGENT_LISTEN", "off")],
+    );
+    let message = stderr(&output);
+    assert_eq!(output.status.code(), Some(EXIT_CONFIG), "{message}");
+    assert!(!message.contains("SECRETTOKEN"), "the token reached the error: {message}");
+    assert_eq!(message.trim_end().lines().count(), 1, "{message}");
+}
+
+#[test]
+fn invalid_environment_value_names_variable_not_flag() {
+    let output = hw_agent(&["collect"], &[("HW_AGENT_DEADLINE_MS", "abc")]);
+    let message = stderr(&output);
+    assert_eq!(output.status.code(), Some(EXIT_CONFIG), "{message}");
+    assert!(message.starts_with("error: HW_AGENT_DEADLINE_MS: invalid value 'abc'"), "{message}");
+    assert_eq!(message.trim_end().lines().count(), 1, "{message}");
+}
+
+#[test]
+fn help_works_with_broken_config_file() {
+    let output = hw_agent(&["--help"], &[("HW_AGENT_CONFIG", "/nonexistent/config.toml")]);
+    assert!(output.status.success(), "{}", stderr(&output));
+    assert!(String::from_utf8_lossy(&output.stdout).contains("Usage"));
+}
+
+#[test]
+fn secret_file_must_be_regular() {
+    let output = hw_agent(
+        &["register", "--api-url", "https://127.0.0.1:9", "--token-url", "https://127.0.0.1:9/token"],
+        &[("AIOD_CLIENT_ID", "agent"), ("AIOD_PLATFORM", "lab"), ("AIOD_CLIENT_SECRET_FILE", "/dev/zero")],
+    );
+    let message = stderr(&output);
+    assert_eq!(output.status.code(), Some(EXIT_CONFIG), "{message}");
+    assert!(message.contains("--client-secret-file /dev/zero is not a regular file"), "{message}");
+    let output = hw_agent(&["collect", "--config", "/dev/zero"], &[]);
+    assert_eq!(output.status.code(), Some(EXIT_CONFIG), "{}", stderr(&output));
+}
+
+#[test]
+fn policy_denying_node_list_fails_before_loading() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let policy = dir.path().join("policy.toml");
+    std::fs::write(&policy, "[collectors.nodes]\nnode_list = false\n").expect("policy written");
+    let (kubeconfig, cache) = (kubeconfig(dir.path()), dir.path().join("cache"));
+    let mut args = run_args(&kubeconfig, cache.to_str().expect("utf-8"));
+    let policy = policy.to_string_lossy().into_owned();
+    args.extend(["--node-name", "gpu-001", "--listen", "off", "--policy", &policy]);
+    let output = hw_agent(&args, &[]);
+    let message = stderr(&output);
+    assert_eq!(output.status.code(), Some(EXIT_CONFIG), "{message}");
+    assert!(message.contains("denies the built-in `nodes` collector the node list"), "{message}");
+    assert!(!cache.exists(), "no collector was compiled before the error");
+}

@@ -202,12 +202,16 @@ impl LeaderElector {
             };
             let leader_now = match outcome {
                 Ok(true) => {
+                    crate::logging::repeats().clear("leader election attempt failed");
                     last_renewal = Some(Instant::now());
                     true
                 }
-                Ok(false) => false,
+                Ok(false) => {
+                    crate::logging::repeats().clear("leader election attempt failed");
+                    false
+                }
                 Err(error) => {
-                    tracing::warn!(error = %error, "leader election attempt failed");
+                    crate::logging::repeats().warn("leader election attempt failed", &error.to_string());
                     // A leader keeps its role through failed renewals until
                     // the renew deadline, as client-go does.
                     was_leader && last_renewal.is_some_and(|at| at.elapsed() < self.timing.renew_deadline)
