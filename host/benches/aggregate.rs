@@ -15,27 +15,9 @@
 #[path = "../tests/common/mod.rs"]
 mod common;
 
-use chrono::Utc;
 use common::synthetic;
 use criterion::{BenchmarkId, Criterion, criterion_group, criterion_main};
-use hw_agent::cluster::aggregate::{ClusterInfo, ClusterInputs, ClusterReport, aggregate, describe};
-use hw_agent::cluster::crd::NodeHardwareReport;
-use hw_agent::cluster::nodes::ClusterNode;
-use hw_agent::report::model::AgentInfo;
-
-fn cluster_report(nodes: &[ClusterNode], reports: &[NodeHardwareReport]) -> ClusterReport {
-    aggregate(&ClusterInputs {
-        cluster: ClusterInfo {
-            name: "synthetic".to_owned(),
-            uid: "0b5c7c52-0a4e-4a8e-9d7f-1f2e3d4c5b6a".to_owned(),
-            kubernetes_version: "v1.33.2".to_owned(),
-        },
-        nodes,
-        reports,
-        agent: AgentInfo { name: "hw-agent".to_owned(), version: "bench".to_owned() },
-        generated_at: Utc::now(),
-    })
-}
+use hw_agent::cluster::aggregate::describe;
 
 fn aggregation(c: &mut Criterion) {
     let fixtures = synthetic::fixture_reports();
@@ -46,9 +28,9 @@ fn aggregation(c: &mut Criterion) {
             [("uniform", synthetic::uniform(&fixtures, count)), ("diverse", synthetic::diverse(&fixtures, count))]
         {
             group.bench_function(BenchmarkId::new(format!("aggregate/{shape}"), count), |b| {
-                b.iter(|| cluster_report(&nodes, &reports))
+                b.iter(|| synthetic::cluster_report(&nodes, &reports))
             });
-            let report = cluster_report(&nodes, &reports);
+            let report = synthetic::cluster_report(&nodes, &reports);
             group.bench_function(BenchmarkId::new(format!("describe/{shape}"), count), |b| {
                 b.iter(|| describe(&report).expect("fits"))
             });
@@ -64,7 +46,7 @@ fn aggregation(c: &mut Criterion) {
     group
         .bench_function("node_hardware_report_object", |b| b.iter(|| serde_json::to_vec(&object).expect("serialises")));
     let (nodes, reports) = synthetic::uniform(&fixtures, 5_000);
-    let report = cluster_report(&nodes, &reports);
+    let report = synthetic::cluster_report(&nodes, &reports);
     group.bench_function("cluster_report_5000", |b| b.iter(|| serde_json::to_vec(&report).expect("serialises")));
     group.finish();
 }

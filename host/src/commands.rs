@@ -247,8 +247,8 @@ pub async fn run(command: RunCommand) -> Result<(), CommandError> {
         }
     });
     let (shutdown_tx, shutdown_rx) = tokio::sync::watch::channel(false);
-    // The endpoints stop only after the drain, so probes and scrapes get
-    // answers (`/readyz` 503) while the pod stops.
+    // The endpoints stop only after the drain, so probes and scrapes still
+    // get responses (`/readyz` returns 503) while the pod stops.
     let (endpoints_tx, endpoints_rx) = tokio::sync::watch::channel(false);
     // Served while the collectors load, so the startup probe reaches a live
     // process during a first start's compilation.

@@ -9,28 +9,14 @@ mod common;
 
 use std::time::Instant;
 
-use chrono::Utc;
 use common::synthetic;
-use hw_agent::cluster::aggregate::{
-    ClusterInfo, ClusterInputs, ClusterReport, DESCRIPTION_MAX_CHARS, aggregate, describe,
-};
+use hw_agent::cluster::aggregate::{ClusterReport, DESCRIPTION_MAX_CHARS, describe};
 use hw_agent::cluster::crd::NodeHardwareReport;
 use hw_agent::cluster::nodes::ClusterNode;
-use hw_agent::report::model::AgentInfo;
 
 fn run(nodes: &[ClusterNode], reports: &[NodeHardwareReport], label: &str) -> (String, ClusterReport, ClusterReport) {
     let started = Instant::now();
-    let full = aggregate(&ClusterInputs {
-        cluster: ClusterInfo {
-            name: "synthetic".to_owned(),
-            uid: "0b5c7c52-0a4e-4a8e-9d7f-1f2e3d4c5b6a".to_owned(),
-            kubernetes_version: "v1.33.2".to_owned(),
-        },
-        nodes,
-        reports,
-        agent: AgentInfo { name: "hw-agent".to_owned(), version: "test".to_owned() },
-        generated_at: Utc::now(),
-    });
+    let full = synthetic::cluster_report(nodes, reports);
     let aggregated = started.elapsed();
     let (plain, condensed) = describe(&full).expect("fits");
     println!(

@@ -710,9 +710,9 @@ fn engine_config() -> Config {
     config.epoch_interruption(true);
     config.max_wasm_stack(MAX_WASM_STACK);
     // Collectors spend their time in WASI file reads, not in their own
-    // code, so Cranelift's fastest compile settings halve a cold start
-    // (404 ms to 222 ms for the three built-ins on a 2-vCPU EPYC) and leave
-    // a warm collection within noise (docs/BENCHMARKS.md).
+    // code. Cranelift's fastest compile settings therefore halve a cold
+    // start (404 ms to 222 ms for the three built-ins on a 2-vCPU EPYC), and
+    // a warm collection stays within noise (docs/BENCHMARKS.md).
     // NOTE: a plugin that computes heavily runs slower than with the
     // optimising defaults; none of the shipped collectors does.
     config.cranelift_opt_level(wasmtime::OptLevel::None);

@@ -5,9 +5,11 @@
 
 use std::collections::BTreeMap;
 
+use chrono::Utc;
+use hw_agent::cluster::aggregate::{ClusterInfo, ClusterInputs, ClusterReport, aggregate};
 use hw_agent::cluster::crd::{NodeHardwareReport, NodeHardwareReportSpec, ReportSummary};
 use hw_agent::cluster::nodes::{ClusterNode, NodeAccelerators, Resources};
-use hw_agent::report::model::NodeReport;
+use hw_agent::report::model::{AgentInfo, NodeReport};
 
 pub const ROOTS: [&str; 4] = ["intel-xeon-2s-nvidia", "amd-epyc-instinct", "arm64-ampere-altra", "intel-hybrid-laptop"];
 
@@ -115,4 +117,20 @@ pub fn diverse(fixtures: &[NodeReport], count: usize) -> (Vec<ClusterNode>, Vec<
     }
     reports.push(hardware_object("deleted-node", &fixtures[0]));
     (nodes, reports)
+}
+
+/// Aggregates a synthetic cluster as the leader does, with a fixed cluster
+/// name, UID and Kubernetes version.
+pub fn cluster_report(nodes: &[ClusterNode], reports: &[NodeHardwareReport]) -> ClusterReport {
+    aggregate(&ClusterInputs {
+        cluster: ClusterInfo {
+            name: "synthetic".to_owned(),
+            uid: "0b5c7c52-0a4e-4a8e-9d7f-1f2e3d4c5b6a".to_owned(),
+            kubernetes_version: "v1.33.2".to_owned(),
+        },
+        nodes,
+        reports,
+        agent: AgentInfo { name: "hw-agent".to_owned(), version: "test".to_owned() },
+        generated_at: Utc::now(),
+    })
 }
